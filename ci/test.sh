@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The test command: set-up, formatting and lint checks, then every test (unit tests and
+# integration tests that boot real guests under TCG).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ci/setup.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace

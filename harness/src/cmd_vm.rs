@@ -1,0 +1,156 @@
+//! `hotfuzz vm boot`, `hotfuzz vm plug` and `hotfuzz setup`.
+
+use crate::cli::{SetupArgs, VmBootArgs, VmPlugArgs};
+use anyhow::{Context, Result};
+use hotfuzz_vm::guest::GuestSpec;
+use hotfuzz_vm::size::{format_size, parse_size};
+use hotfuzz_vm::{Arch, Kernel, KernelSource, Vm};
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn ms(d: Option<Duration>) -> serde_json::Value {
+    d.map(|d| json!(d.as_millis() as u64))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn fmt_dur(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.2}s", d.as_secs_f64()))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `hotfuzz vm boot`.
+pub fn boot(a: VmBootArgs) -> Result<i32> {
+    let p = a.guest.prepare(GuestSpec::for_arch(a.guest.arch))?;
+    let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let t = vm.timings().clone();
+    let uname = vm.run("uname -r").unwrap_or_default().trim().to_string();
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "kernel": p.kernel.origin, "release": uname, "accel": vm.accel(),
+                "timings_ms": {"banner": ms(t.banner), "init": ms(t.init),
+                    "userspace_ready": ms(t.userspace_ready), "ssh_ready": t.ssh_ready.as_millis() as u64},
+                "fallbacks": t.fallbacks, "ssh_port": vm.ssh_port(), "dir": vm.dir(),
+                "console_log": vm.console_log(), "image": p.image.path, "modules": p.image.modules,
+            })
+        );
+    } else {
+        println!("kernel     {} ({uname})", p.kernel.origin);
+        println!(
+            "accel      {:?}{}",
+            vm.accel(),
+            if t.fallbacks.is_empty() {
+                String::new()
+            } else {
+                format!(" (after: {})", t.fallbacks.join("; "))
+            }
+        );
+        println!(
+            "boot       QEMU start -> banner {} -> /init {} -> userspace ready {} -> ssh ready {}",
+            fmt_dur(t.banner),
+            fmt_dur(t.init),
+            fmt_dur(t.userspace_ready),
+            fmt_dur(Some(t.ssh_ready))
+        );
+        println!(
+            "ssh        127.0.0.1:{} (key {})",
+            vm.ssh_port(),
+            vm.key_path().display()
+        );
+        println!("console    {}", vm.console_log().display());
+    }
+    if a.shell {
+        eprintln!("hotfuzz: shell in the guest; exit it to power off");
+        vm.interactive_shell()?;
+    }
+    let t0 = Instant::now();
+    let clean = vm.poweroff(Duration::from_secs(30));
+    if !a.json {
+        println!(
+            "poweroff   {} in {:.2}s",
+            if clean { "clean" } else { "forced" },
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(0)
+}
+
+fn mem_total_kib(vm: &Vm) -> Result<u64> {
+    let m = vm.run("cat /proc/meminfo")?;
+    m.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no MemTotal in /proc/meminfo")
+}
+
+/// `hotfuzz vm plug SIZE`.
+pub fn plug(a: VmPlugArgs) -> Result<i32> {
+    let bytes = parse_size(&a.size).map_err(anyhow::Error::msg)?;
+    let p = a.guest.prepare(GuestSpec::for_arch(a.guest.arch))?;
+    let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let q = vm.qmp();
+    let before = mem_total_kib(&vm)?;
+    let t0 = Instant::now();
+    q.set_virtio_mem_requested_size(&a.device, bytes)?;
+    let plugged = q.wait_virtio_mem_settled(&a.device, Duration::from_secs(120))?;
+    let plug_time = t0.elapsed();
+    let after = mem_total_kib(&vm)?;
+    let blocks = vm.run("grep -l online /sys/devices/system/memory/memory*/state | wc -l")?;
+    let t1 = Instant::now();
+    q.set_virtio_mem_requested_size(&a.device, 0)?;
+    let unplugged = q.wait_virtio_mem_settled(&a.device, Duration::from_secs(120))?;
+    let unplug_time = t1.elapsed();
+    let end = mem_total_kib(&vm)?;
+    vm.poweroff(Duration::from_secs(30));
+    let ok = plugged == bytes && unplugged == 0;
+    if a.json {
+        println!(
+            "{}",
+            json!({"requested": bytes, "plugged": plugged, "plug_ms": plug_time.as_millis() as u64,
+                   "memtotal_kib": [before, after, end], "online_blocks": blocks.trim(),
+                   "unplugged_to": unplugged, "unplug_ms": unplug_time.as_millis() as u64, "ok": ok})
+        );
+    } else {
+        println!(
+            "plug   {} -> device size {} in {:.2}s; MemTotal {} -> {} KiB; online blocks {}",
+            format_size(bytes),
+            format_size(plugged),
+            plug_time.as_secs_f64(),
+            before,
+            after,
+            blocks.trim()
+        );
+        println!(
+            "unplug -> device size {} in {:.2}s; MemTotal {} KiB",
+            format_size(unplugged),
+            unplug_time.as_secs_f64(),
+            end
+        );
+    }
+    Ok(if ok { 0 } else { 1 })
+}
+
+/// `hotfuzz setup`: everything a first run would do, ahead of time.
+pub fn setup(a: SetupArgs) -> Result<i32> {
+    let mut arches = vec![Arch::X86_64];
+    if a.ppc64le {
+        arches.push(Arch::Ppc64le);
+    }
+    for arch in arches {
+        let m = hotfuzz_vm::MachineConfig::new(arch);
+        let qemu = hotfuzz_vm::vm::find_qemu(&m, true)?;
+        let k = Kernel::resolve(&KernelSource::DebianDefault, arch)?;
+        let img = GuestSpec::for_arch(arch).build(&k)?;
+        println!(
+            "{arch}: {} ({}), image {} ({} modules), {}",
+            k.origin,
+            k.release.as_deref().unwrap_or("?"),
+            img.path.display(),
+            img.modules.len(),
+            qemu.display()
+        );
+    }
+    Ok(0)
+}

@@ -1,0 +1,31 @@
+//! `hotfuzz`: fuzzes and regression-tests Linux memory hotplug in QEMU guests.
+
+mod cli;
+mod cmd_bench;
+mod cmd_vm;
+mod guest_args;
+mod stats;
+
+use clap::Parser;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOTFUZZ_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    hotfuzz_vm::process::install_signal_handlers();
+    let code = match cli::dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("hotfuzz: error: {e:#}");
+            2
+        }
+    };
+    // Exiting does not run destructors of leaked guests; make sure none survives.
+    hotfuzz_vm::process::kill_all();
+    std::process::exit(code);
+}

@@ -1,0 +1,109 @@
+//! The `hotfuzz vm` commands as a user runs them: bad input gives clear errors, and however
+//! hotfuzz dies, no QEMU survives it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn hotfuzz() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hotfuzz"))
+}
+
+#[test]
+fn not_a_kernel_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("bzImage");
+    std::fs::write(&fake, "this is a text file\n").unwrap();
+    let out = hotfuzz()
+        .args(["vm", "boot", "--accel", "tcg", "--kernel"])
+        .arg(&fake)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a kernel image"), "{err}");
+    assert!(err.contains(&fake.display().to_string()), "{err}");
+}
+
+#[test]
+fn bad_virtio_mem_spec_is_a_clear_error() {
+    let out = hotfuzz()
+        .args(["vm", "boot", "--virtio-mem", "size=4G,requested=3M"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("multiples of the block size"), "{err}");
+}
+
+/// (pid, state) of the children of `parent` whose command name starts with `qemu`.
+fn qemu_children(parent: u32) -> Vec<(i32, String)> {
+    let mut v = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let open = stat.find('(').unwrap();
+        let close = stat.rfind(')').unwrap();
+        let comm = &stat[open + 1..close];
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if comm.starts_with("qemu") && f[1].parse::<u32>() == Ok(parent) {
+            v.push((pid, f[0].to_string()));
+        }
+    }
+    v
+}
+
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s[s.rfind(')').unwrap() + 2..].starts_with('Z'),
+    }
+}
+
+fn kill_during_boot_leaves_no_qemu(signal: i32) {
+    let mut child = hotfuzz()
+        .args(["vm", "boot", "--accel", "tcg", "--shell"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let qemu = loop {
+        if let Some((pid, _)) = qemu_children(child.id()).first() {
+            break *pid;
+        }
+        assert!(Instant::now() < deadline, "QEMU never started");
+        assert!(child.try_wait().unwrap().is_none(), "hotfuzz exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gone(qemu) {
+        assert!(
+            Instant::now() < deadline,
+            "QEMU {qemu} survived hotfuzz (signal {signal}, hotfuzz {status})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigkill_of_hotfuzz_takes_qemu_down() {
+    kill_during_boot_leaves_no_qemu(libc::SIGKILL);
+}
+
+#[test]
+fn sigterm_of_hotfuzz_takes_qemu_down() {
+    kill_during_boot_leaves_no_qemu(libc::SIGTERM);
+}
+
+#[test]
+fn sigint_of_hotfuzz_takes_qemu_down() {
+    kill_during_boot_leaves_no_qemu(libc::SIGINT);
+}

@@ -1,0 +1,117 @@
+//! The user cache directory, atomic file writes and inter-process locks.
+
+use crate::error::{Error, IoContext, Result};
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Root of hotfuzz's cache: `$HOTFUZZ_CACHE_DIR`, else `$XDG_CACHE_HOME/hotfuzz`, else
+/// `~/.cache/hotfuzz`. Kernels, guest images and learned host facts live here.
+pub fn cache_dir() -> Result<PathBuf> {
+    let dir = if let Some(d) = std::env::var_os("HOTFUZZ_CACHE_DIR") {
+        PathBuf::from(d)
+    } else if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        PathBuf::from(d).join("hotfuzz")
+    } else if let Some(h) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        PathBuf::from(h).join(".cache").join("hotfuzz")
+    } else {
+        return Err(Error::Config(
+            "no cache directory: set HOTFUZZ_CACHE_DIR or HOME".into(),
+        ));
+    };
+    fs::create_dir_all(&dir).ctx(|| format!("creating cache directory {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// A subdirectory of the cache, created on demand.
+pub fn cache_subdir(name: &str) -> Result<PathBuf> {
+    let dir = cache_dir()?.join(name);
+    fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Writes `data` to `path` atomically: a temporary file in the same directory is written,
+/// synced and renamed over `path`, so readers see the old or the new content, never a mix.
+pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .ctx(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .ctx(|| format!("writing {}", tmp.path().display()))?;
+    tmp.as_file()
+        .sync_all()
+        .ctx(|| format!("syncing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .map_err(|e| Error::io(format!("renaming into {}", path.display()), e.error))?;
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// An exclusive advisory lock on a file, released on drop. Used so that two hotfuzz processes
+/// (or two tests) never download or build the same cache entry at once.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+}
+
+impl FileLock {
+    /// Blocks until the lock at `path` is held.
+    pub fn acquire(path: &Path) -> Result<FileLock> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .ctx(|| format!("opening lock file {}", path.display()))?;
+        loop {
+            // SAFETY: flock on a valid, owned file descriptor.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                return Ok(FileLock { file });
+            }
+            let err = std::io::Error::last_os_error();
+            if err.kind() != std::io::ErrorKind::Interrupted {
+                return Err(Error::io(format!("locking {}", path.display()), err));
+            }
+        }
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        // SAFETY: unlocking a descriptor we own.
+        unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_UN) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_content() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub").join("f");
+        atomic_write(&p, b"one").unwrap();
+        atomic_write(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        // Nothing but the target is left behind.
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn lock_is_reentrant_across_handles_sequentially() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        drop(FileLock::acquire(&p).unwrap());
+        let _again = FileLock::acquire(&p).unwrap();
+    }
+}

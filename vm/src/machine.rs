@@ -1,0 +1,470 @@
+//! What a guest machine looks like (CPUs, memory, NUMA, memory devices) and the QEMU command
+//! line that builds it.
+
+use crate::arch::Arch;
+use crate::error::{Error, Result};
+use crate::size::{format_size, parse_size};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+/// Accelerator choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    /// KVM when it works here, else TCG (the answer is remembered per host).
+    #[default]
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// TCG only.
+    Tcg,
+}
+
+impl std::str::FromStr for AccelChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(AccelChoice::Auto),
+            "kvm" => Ok(AccelChoice::Kvm),
+            "tcg" => Ok(AccelChoice::Tcg),
+            o => Err(format!("unknown accelerator '{o}' (auto, kvm or tcg)")),
+        }
+    }
+}
+
+/// An accelerator actually used for a boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// Hardware virtualization.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+/// A virtio-mem device present at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtioMemSpec {
+    /// Device id (QOM path `/machine/peripheral/<id>`).
+    pub id: String,
+    /// Backend size: the most the device can ever provide.
+    pub size: u64,
+    /// Device block size (QEMU default: 2 MiB on x86 hosts).
+    pub block_size: Option<u64>,
+    /// NUMA node.
+    pub node: u32,
+    /// Requested size at boot.
+    pub requested: u64,
+}
+
+impl VirtioMemSpec {
+    /// Parses `size=4G,block=2M,node=0,requested=512M[,id=vm1]` (or just `4G`). `index` names the
+    /// device `vmN` unless an id is given.
+    pub fn parse(text: &str, index: usize) -> std::result::Result<VirtioMemSpec, String> {
+        let mut spec = VirtioMemSpec {
+            id: format!("vm{index}"),
+            size: 4 << 30,
+            block_size: None,
+            node: 0,
+            requested: 0,
+        };
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = match part.split_once('=') {
+                Some(kv) => kv,
+                None => ("size", part),
+            };
+            match k {
+                "size" | "max" => spec.size = parse_size(v)?,
+                "block" | "block-size" | "block_size" => spec.block_size = Some(parse_size(v)?),
+                "node" => {
+                    spec.node = v
+                        .parse()
+                        .map_err(|_| format!("bad node '{v}' in virtio-mem spec '{text}'"))?
+                }
+                "requested" | "requested-size" | "req" => spec.requested = parse_size(v)?,
+                "id" => spec.id = v.to_string(),
+                other => {
+                    return Err(format!(
+                        "unknown virtio-mem option '{other}' in '{text}' (size, block, node, requested, id)"
+                    ))
+                }
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// The shape of a guest machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineConfig {
+    /// Guest architecture.
+    pub arch: Arch,
+    /// vCPUs.
+    pub cpus: u32,
+    /// Boot RAM in bytes.
+    pub memory: u64,
+    /// `maxmem`; default: boot RAM + all virtio-mem backends + 4 GiB for hot-added devices.
+    pub maxmem: Option<u64>,
+    /// NUMA nodes sharing boot RAM and CPUs (0 or 1: no NUMA). On powernv: chips (sockets).
+    pub numa_nodes: u32,
+    /// virtio-mem devices present at boot (x86_64 only).
+    pub virtio_mem: Vec<VirtioMemSpec>,
+    /// Spare PCIe root ports (`hp0`, `hp1`, ...) for hot-adding devices.
+    pub hotplug_ports: u32,
+    /// DIMM slots for pc-dimm hotplug.
+    pub dimm_slots: u32,
+    /// Attach a virtio-balloon device (`balloon0`).
+    pub balloon: bool,
+    /// Extra kernel command line words.
+    pub cmdline: Vec<String>,
+    /// Accelerator choice.
+    pub accel: AccelChoice,
+    /// QEMU binary (default: the arch's `qemu-system-*` from PATH).
+    pub qemu: Option<PathBuf>,
+    /// Extra raw QEMU arguments.
+    pub extra_qemu_args: Vec<String>,
+}
+
+impl MachineConfig {
+    /// Defaults for `arch`: 2 vCPUs, 1 GiB boot RAM (2 GiB on powernv), one 4 GiB virtio-mem
+    /// device with nothing plugged on x86_64.
+    pub fn new(arch: Arch) -> MachineConfig {
+        MachineConfig {
+            arch,
+            cpus: 2,
+            memory: match arch {
+                Arch::X86_64 => 1 << 30,
+                Arch::Ppc64le => 2 << 30,
+            },
+            maxmem: None,
+            numa_nodes: 0,
+            virtio_mem: match arch {
+                Arch::X86_64 => vec![VirtioMemSpec {
+                    id: "vm0".into(),
+                    size: 4 << 30,
+                    block_size: None,
+                    node: 0,
+                    requested: 0,
+                }],
+                Arch::Ppc64le => Vec::new(),
+            },
+            hotplug_ports: 2,
+            dimm_slots: 4,
+            balloon: true,
+            // Hot-added memory goes to ZONE_MOVABLE, so what was plugged can be unplugged again.
+            cmdline: vec!["memhp_default_state=online_movable".into()],
+            accel: AccelChoice::Auto,
+            qemu: None,
+            extra_qemu_args: Vec::new(),
+        }
+    }
+
+    /// The effective `maxmem`.
+    pub fn effective_maxmem(&self) -> u64 {
+        self.maxmem.unwrap_or_else(|| {
+            self.memory + self.virtio_mem.iter().map(|d| d.size).sum::<u64>() + (4 << 30)
+        })
+    }
+
+    /// Checks the configuration for mistakes QEMU would report less clearly.
+    pub fn validate(&self) -> Result<()> {
+        let err = |m: String| Err(Error::Config(m));
+        if self.cpus == 0 || self.cpus > 64 {
+            return err(format!("cpus must be 1..=64, not {}", self.cpus));
+        }
+        if self.memory < 128 << 20 {
+            return err(format!(
+                "boot memory {} is too small (at least 128M)",
+                format_size(self.memory)
+            ));
+        }
+        let nodes = self.numa_nodes.max(1);
+        if self.arch == Arch::X86_64 && self.memory % (nodes as u64 * (2 << 20)) != 0 {
+            return err(format!(
+                "boot memory {} does not split evenly into {nodes} NUMA nodes",
+                format_size(self.memory)
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for d in &self.virtio_mem {
+            if self.arch != Arch::X86_64 {
+                return err(format!(
+                    "virtio-mem is not available on {} (QEMU has no virtio-mem for this machine)",
+                    self.arch
+                ));
+            }
+            if !ids.insert(&d.id) {
+                return err(format!("duplicate virtio-mem id '{}'", d.id));
+            }
+            if d.node >= nodes {
+                return err(format!(
+                    "virtio-mem '{}' is on node {} but the machine has {nodes} node(s)",
+                    d.id, d.node
+                ));
+            }
+            if d.requested > d.size {
+                return err(format!(
+                    "virtio-mem '{}': requested {} exceeds its size {}",
+                    d.id,
+                    format_size(d.requested),
+                    format_size(d.size)
+                ));
+            }
+            let bs = d.block_size.unwrap_or(2 << 20);
+            if !bs.is_power_of_two() || d.requested % bs != 0 || d.size % bs != 0 {
+                return err(format!(
+                    "virtio-mem '{}': size and requested size must be multiples of the block size {} (a power of two)",
+                    d.id,
+                    format_size(bs)
+                ));
+            }
+        }
+        if self.effective_maxmem()
+            < self.memory + self.virtio_mem.iter().map(|d| d.size).sum::<u64>()
+        {
+            return err("maxmem is smaller than boot memory plus the virtio-mem devices".into());
+        }
+        Ok(())
+    }
+
+    /// The kernel command line hotfuzz boots with.
+    pub fn kernel_cmdline(&self) -> String {
+        let mut v: Vec<String> = vec![
+            format!("console={}", self.arch.console_device()),
+            // Panic reboots, -no-reboot turns that into QEMU exiting: a dead guest is noticed.
+            "panic=-1".into(),
+            // Boot speed under TCG: skip work a throwaway test guest does not need.
+            "cryptomgr.notests".into(),
+            // (Not load_system_certificate_list: without the keys every Debian module would
+            // taint the kernel, and reports would say "Tainted: E".)
+            "initcall_blacklist=jent_mod_init,crypto_kdf108_init,init_encrypted,init_ima".into(),
+            "ipv6.disable=1".into(),
+            "random.trust_cpu=on".into(),
+            "printk.devkmsg=on".into(),
+            "net.ifnames=0".into(),
+        ];
+        if self.arch == Arch::X86_64 {
+            v.push("no_timer_check".into());
+        }
+        v.extend(self.cmdline.iter().cloned());
+        v.join(" ")
+    }
+
+    /// QEMU arguments for booting with `accel`. `initrd` is the per-VM initramfs, `qmp` the
+    /// socket path, `ssh_port` the host port forwarded to the guest's port 22.
+    pub fn qemu_args(
+        &self,
+        accel: Accel,
+        kernel_image: &Path,
+        initrd: &Path,
+        qmp: &Path,
+        ssh_port: u16,
+        name: &str,
+    ) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut push = |s: String| a.push(OsString::from(s));
+        push("-name".into());
+        push(format!("{name},debug-threads=on"));
+        match self.arch {
+            Arch::X86_64 => {
+                push("-machine".into());
+                push("q35".into());
+                push("-cpu".into());
+                push(if accel == Accel::Kvm { "host" } else { "max" }.into());
+            }
+            Arch::Ppc64le => {
+                push("-machine".into());
+                push("powernv9".into());
+            }
+        }
+        push("-accel".into());
+        push(match accel {
+            Accel::Kvm => "kvm".into(),
+            Accel::Tcg => "tcg,thread=multi".into(),
+        });
+        let nodes = self.numa_nodes.max(1);
+        push("-smp".into());
+        if self.arch == Arch::Ppc64le && nodes > 1 {
+            // powernv: one chip per node, RAM is split among chips.
+            push(format!("{},sockets={nodes}", self.cpus.max(nodes)));
+        } else {
+            push(self.cpus.to_string());
+        }
+        push("-m".into());
+        if self.arch == Arch::X86_64 {
+            push(format!(
+                "{}M,slots={},maxmem={}M",
+                self.memory >> 20,
+                self.dimm_slots.max(1),
+                self.effective_maxmem() >> 20
+            ));
+        } else {
+            push(format!("{}M", self.memory >> 20));
+        }
+        if self.arch == Arch::X86_64 && nodes > 1 {
+            let per = self.memory / nodes as u64;
+            for n in 0..nodes {
+                push("-object".into());
+                push(format!(
+                    "memory-backend-ram,id=ram-node{n},size={}M",
+                    per >> 20
+                ));
+                let cpus: Vec<String> = (0..self.cpus)
+                    .filter(|c| c % nodes == n)
+                    .map(|c| format!("cpus={c}"))
+                    .collect();
+                push("-numa".into());
+                let mut spec = format!("node,nodeid={n},memdev=ram-node{n}");
+                for c in cpus {
+                    spec.push(',');
+                    spec.push_str(&c);
+                }
+                push(spec);
+            }
+        }
+        if self.arch == Arch::X86_64 {
+            push("-nodefaults".into());
+        } else {
+            // powernv creates its PCIe host bridges only with defaults enabled.
+            push("-monitor".into());
+            push("none".into());
+        }
+        push("-no-user-config".into());
+        push("-display".into());
+        push("none".into());
+        push("-no-reboot".into());
+        push("-kernel".into());
+        a.push(kernel_image.as_os_str().to_owned());
+        a.push("-initrd".into());
+        a.push(initrd.as_os_str().to_owned());
+        a.push("-append".into());
+        a.push(self.kernel_cmdline().into());
+        a.push("-chardev".into());
+        a.push("stdio,id=con0,signal=off".into());
+        a.push("-serial".into());
+        a.push("chardev:con0".into());
+        a.push("-qmp".into());
+        let mut q = OsString::from("unix:");
+        q.push(qmp.as_os_str());
+        q.push(",server=on,wait=off");
+        a.push(q);
+        a.push("-netdev".into());
+        a.push(format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22").into());
+        a.push("-device".into());
+        a.push(
+            match self.arch {
+                Arch::X86_64 => "virtio-net-pci,netdev=net0,romfile=",
+                Arch::Ppc64le => "virtio-net-pci,netdev=net0,bus=pcie.0,romfile=",
+            }
+            .into(),
+        );
+        if self.arch == Arch::X86_64 {
+            for d in &self.virtio_mem {
+                a.push("-object".into());
+                a.push(
+                    format!(
+                        "memory-backend-ram,id={}-mem,size={}M,reserve=off",
+                        d.id,
+                        d.size >> 20
+                    )
+                    .into(),
+                );
+                let mut dev = format!(
+                    "virtio-mem-pci,id={id},memdev={id}-mem,node={node},requested-size={req}",
+                    id = d.id,
+                    node = d.node,
+                    req = d.requested
+                );
+                if let Some(bs) = d.block_size {
+                    dev.push_str(&format!(",block-size={bs}"));
+                }
+                a.push("-device".into());
+                a.push(dev.into());
+            }
+            for p in 0..self.hotplug_ports {
+                a.push("-device".into());
+                a.push(format!("pcie-root-port,id=hp{p},chassis={},slot={}", p + 1, p + 1).into());
+            }
+            if self.balloon {
+                a.push("-device".into());
+                a.push("virtio-balloon-pci,id=balloon0".into());
+            }
+        }
+        for x in &self.extra_qemu_args {
+            a.push(x.into());
+        }
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtio_mem_spec_parsing() {
+        let s = VirtioMemSpec::parse("size=2G,block=128M,node=1,requested=256M", 3).unwrap();
+        assert_eq!(s.id, "vm3");
+        assert_eq!(s.size, 2 << 30);
+        assert_eq!(s.block_size, Some(128 << 20));
+        assert_eq!(s.node, 1);
+        assert_eq!(s.requested, 256 << 20);
+        assert_eq!(VirtioMemSpec::parse("8G", 0).unwrap().size, 8 << 30);
+        assert!(VirtioMemSpec::parse("colour=blue", 0)
+            .unwrap_err()
+            .contains("colour"));
+    }
+
+    #[test]
+    fn validation_catches_mistakes() {
+        let mut m = MachineConfig::new(Arch::X86_64);
+        m.validate().unwrap();
+        m.virtio_mem[0].requested = 3 << 20;
+        assert!(m.validate().unwrap_err().to_string().contains("multiples"));
+        let mut m = MachineConfig::new(Arch::X86_64);
+        m.virtio_mem[0].node = 1;
+        assert!(m.validate().unwrap_err().to_string().contains("node 1"));
+        let mut p = MachineConfig::new(Arch::Ppc64le);
+        p.validate().unwrap();
+        p.virtio_mem = MachineConfig::new(Arch::X86_64).virtio_mem;
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("not available"));
+    }
+
+    #[test]
+    fn command_line_has_the_security_properties() {
+        let mut m = MachineConfig::new(Arch::X86_64);
+        m.numa_nodes = 2;
+        m.virtio_mem[0].node = 1;
+        let args: Vec<String> = m
+            .qemu_args(
+                Accel::Tcg,
+                Path::new("/k"),
+                Path::new("/i"),
+                Path::new("/d/qmp.sock"),
+                2222,
+                "t",
+            )
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect();
+        let joined = args.join(" ");
+        assert!(
+            joined.contains("hostfwd=tcp:127.0.0.1:2222-:22"),
+            "{joined}"
+        );
+        assert!(joined.contains("restrict=on"));
+        assert!(joined.contains("unix:/d/qmp.sock,server=on,wait=off"));
+        assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains("node,nodeid=1,memdev=ram-node1,cpus=1"));
+        assert!(joined.contains("virtio-mem-pci,id=vm0,memdev=vm0-mem,node=1,requested-size=0"));
+        assert!(joined.contains("maxmem=9216M"));
+        // The kernel command line is one argument.
+        let i = args.iter().position(|a| a == "-append").unwrap();
+        assert!(args[i + 1].starts_with("console=ttyS0 panic=-1"));
+    }
+}

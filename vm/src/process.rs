@@ -1,0 +1,290 @@
+//! QEMU processes that cannot outlive hotfuzz.
+//!
+//! Every child is started in its own process group (so a terminal's Ctrl-C reaches only
+//! hotfuzz), with `PR_SET_PDEATHSIG=SIGKILL` (so even `kill -9` of hotfuzz takes its guests
+//! down), from a dedicated long-lived spawner thread (the death signal fires when the thread
+//! that forked the child exits, so short-lived threads must not fork guests). Live children are
+//! registered; a [`Guarded`] child is killed when dropped, during panics included, and
+//! [`install_signal_handlers`] kills all of them on SIGINT/SIGTERM/SIGHUP.
+
+use crate::error::{Error, Result};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, ChildStderr, ChildStdout, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+type SpawnReply = mpsc::Sender<io::Result<Child>>;
+struct Spawner {
+    pid: u32,
+    tx: mpsc::Sender<(Command, SpawnReply)>,
+}
+static SPAWNER: Mutex<Option<Spawner>> = Mutex::new(None);
+
+fn spawner() -> mpsc::Sender<(Command, SpawnReply)> {
+    let mut g = SPAWNER.lock().unwrap_or_else(|e| e.into_inner());
+    let me = std::process::id();
+    // After a fork (LibAFL's launcher) the spawner thread does not exist in the child.
+    if let Some(s) = g.as_ref().filter(|s| s.pid == me) {
+        return s.tx.clone();
+    }
+    let (tx, rx) = mpsc::channel::<(Command, SpawnReply)>();
+    std::thread::Builder::new()
+        .name("hotfuzz-spawner".into())
+        .spawn(move || {
+            // Lives as long as the process: the sender is kept in SPAWNER forever.
+            while let Ok((mut cmd, reply)) = rx.recv() {
+                let _ = reply.send(cmd.spawn());
+            }
+        })
+        .expect("starting the spawner thread");
+    *g = Some(Spawner {
+        pid: me,
+        tx: tx.clone(),
+    });
+    tx
+}
+
+/// A child process that is killed (with its whole process group) when dropped.
+#[derive(Debug)]
+pub struct Guarded {
+    child: Child,
+    pid: i32,
+    status: Option<ExitStatus>,
+}
+
+/// Starts `cmd` in a new process group with a parent-death signal, registered for cleanup.
+pub fn spawn(mut cmd: Command) -> Result<Guarded> {
+    let parent = std::process::id() as i32;
+    cmd.process_group(0);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if libc::getppid() != parent {
+                // hotfuzz died between fork and prctl.
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let (rtx, rrx) = mpsc::channel();
+    spawner()
+        .send((cmd, rtx))
+        .map_err(|_| Error::Config("the spawner thread is gone".into()))?;
+    let child = rrx
+        .recv()
+        .map_err(|_| Error::Config("the spawner thread is gone".into()))?
+        .map_err(|e| Error::io(format!("starting {program}"), e))?;
+    let pid = child.id() as i32;
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(pid);
+    Ok(Guarded {
+        child,
+        pid,
+        status: None,
+    })
+}
+
+impl Guarded {
+    /// Process id (also the process group id).
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Takes the child's stdout pipe.
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.child.stdout.take()
+    }
+
+    /// Takes the child's stderr pipe.
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.stderr.take()
+    }
+
+    /// The exit status if the process has exited (does not block).
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                self.status = Some(st);
+                unregister(self.pid);
+            }
+        }
+        self.status
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills the process group with SIGKILL and reaps the child.
+    pub fn kill(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        // SAFETY: signalling our own child's process group.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+        }
+        let _ = self.child.kill();
+        if let Ok(st) = self.child.wait() {
+            self.status = Some(st);
+        }
+        unregister(self.pid);
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unregister(pid: i32) {
+    LIVE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// Process ids of the children that are still registered (alive as far as hotfuzz knows).
+pub fn live_children() -> Vec<i32> {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// Kills every registered child's process group. Safe to call from any thread.
+pub fn kill_all() {
+    let pids = live_children();
+    for pid in pids {
+        // SAFETY: signalling process groups we created.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
+static GRACEFUL: AtomicBool = AtomicBool::new(false);
+
+/// Installs SIGINT/SIGTERM/SIGHUP handling. Without graceful mode the first signal kills all
+/// guests and exits with 128+signal. In graceful mode (see [`set_graceful`]) the first signal
+/// only sets [`stop_requested`] so a long-running loop can save its state and shut its
+/// guests down; a second signal kills everything and exits.
+pub fn install_signal_handlers() {
+    if INSTALLED.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot install signal handlers: {e}");
+            return;
+        }
+    };
+    std::thread::Builder::new()
+        .name("hotfuzz-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if GRACEFUL.load(Ordering::SeqCst) && !STOP_REQUESTED.swap(true, Ordering::SeqCst) {
+                    eprintln!("\nhotfuzz: stopping (signal {sig}); signal again to kill at once");
+                    continue;
+                }
+                kill_all();
+                std::process::exit(128 + sig);
+            }
+        })
+        .expect("starting the signal thread");
+}
+
+/// Switches the signal handlers to graceful mode (first signal requests a stop).
+pub fn set_graceful(on: bool) {
+    GRACEFUL.store(on, Ordering::SeqCst);
+}
+
+/// True once a stop was requested by a signal in graceful mode.
+pub fn stop_requested() -> bool {
+    STOP_REQUESTED.load(Ordering::SeqCst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks existence.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
+    #[test]
+    fn drop_kills_the_process_group() {
+        let mut cmd = Command::new("sh");
+        // A grandchild in the same group must die too.
+        cmd.args(["-c", "sleep 600 & sleep 600"]);
+        let g = spawn(cmd).unwrap();
+        let pid = g.pid();
+        assert!(alive(pid));
+        assert!(live_children().contains(&pid));
+        drop(g);
+        assert!(!live_children().contains(&pid));
+        // Nothing of the group is left running (zombies awaiting their reaper do not count).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !running_in_group(pid).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(running_in_group(pid), Vec::<i32>::new());
+    }
+
+    /// Non-zombie processes whose process group is `pgid`.
+    fn running_in_group(pgid: i32) -> Vec<i32> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp ...
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            if f[0] != "Z" && f[2].parse::<i32>() == Ok(pgid) {
+                v.push(pid);
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn exit_status_is_observed() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "exit 3"]);
+        let mut g = spawn(cmd).unwrap();
+        let st = g.wait_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(st.code(), Some(3));
+    }
+
+    #[test]
+    fn missing_program_is_a_clear_error() {
+        let e = spawn(Command::new("/nonexistent/qemu-system-x86_64"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/qemu-system-x86_64"), "{e}");
+    }
+}

@@ -1,0 +1,687 @@
+//! A booted guest: QEMU, its console, its QMP monitor and an ssh session, behind one narrow
+//! interface. Everything above this module talks to guests only through [`Vm`].
+
+use crate::accel;
+use crate::console::{Console, Wait};
+use crate::error::{BootError, BootFailure, Error, IoContext, Result};
+use crate::guest::{self, BuiltImage, READY_MARKER};
+use crate::host;
+use crate::image::concat_initrd;
+use crate::kernel::Kernel;
+use crate::keys::{HostKey, KeyPair};
+use crate::machine::{Accel, AccelChoice, MachineConfig};
+use crate::process::{self, Guarded};
+use crate::qmp::Qmp;
+use crate::ssh::{ExecOptions, ExecOutput, Ssh};
+use serde::Serialize;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How to boot a guest.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// Machine shape.
+    pub machine: MachineConfig,
+    /// Time from QEMU start until ssh must work (default: 60 s under KVM, 300 s under TCG).
+    pub boot_timeout: Option<Duration>,
+    /// Time the guest may stay silent during boot (default 60 s; 20 s for a KVM attempt).
+    pub no_output_timeout: Option<Duration>,
+    /// Keep the VM directory (logs, key, initrd) after the VM is gone.
+    pub keep_dir: bool,
+    /// Where to create the VM directory (default: the system temp dir).
+    pub dir_parent: Option<PathBuf>,
+    /// Name used for QEMU's `-name` and the key comment.
+    pub name: String,
+    /// Install a missing QEMU with apt-get when root.
+    pub auto_install: bool,
+}
+
+impl VmOptions {
+    /// Options for `machine` with defaults for everything else.
+    pub fn new(machine: MachineConfig) -> VmOptions {
+        VmOptions {
+            machine,
+            boot_timeout: None,
+            no_output_timeout: None,
+            keep_dir: false,
+            dir_parent: None,
+            name: "hotfuzz".into(),
+            auto_install: true,
+        }
+    }
+}
+
+/// Where the time of a boot went, measured on the host from QEMU's start.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BootTimings {
+    /// QEMU start to the kernel's `Linux version` banner.
+    pub banner: Option<Duration>,
+    /// QEMU start to `Run /init`.
+    pub init: Option<Duration>,
+    /// QEMU start to hotfuzz's `/init` reporting modules and network ready.
+    pub userspace_ready: Option<Duration>,
+    /// QEMU start to a working ssh session.
+    pub ssh_ready: Duration,
+    /// Accelerators that were tried and failed before this boot, with the reason.
+    pub fallbacks: Vec<String>,
+}
+
+enum VmDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl VmDir {
+    fn path(&self) -> &Path {
+        match self {
+            VmDir::Temp(t) => t.path(),
+            VmDir::Kept(p) => p,
+        }
+    }
+    fn keep(&mut self) -> PathBuf {
+        if let VmDir::Temp(_) = self {
+            let old = std::mem::replace(self, VmDir::Kept(PathBuf::new()));
+            if let VmDir::Temp(t) = old {
+                *self = VmDir::Kept(t.keep());
+            }
+        }
+        self.path().to_path_buf()
+    }
+}
+
+/// A running guest.
+pub struct Vm {
+    proc: Mutex<Guarded>,
+    console: Console,
+    qmp: Qmp,
+    ssh: Ssh,
+    dir: VmDir,
+    ssh_port: u16,
+    key: KeyPair,
+    host_key: HostKey,
+    accel: Accel,
+    machine: MachineConfig,
+    timings: BootTimings,
+    qemu_stderr: Arc<Mutex<String>>,
+    kernel_release: Option<String>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("dir", &self.dir.path())
+            .field("ssh_port", &self.ssh_port)
+            .field("accel", &self.accel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Finds the QEMU binary for the machine, installing it when allowed.
+pub fn find_qemu(machine: &MachineConfig, auto_install: bool) -> Result<PathBuf> {
+    if let Some(q) = &machine.qemu {
+        return host::find_program(&q.to_string_lossy()).ok_or_else(|| Error::MissingTool {
+            what: format!("QEMU binary {}", q.display()),
+            install: host::install_command(&[machine.arch.qemu_package()]),
+        });
+    }
+    let name = machine.arch.qemu_binary();
+    if host::find_program(name).is_none() {
+        host::ensure(
+            &[host::Requirement {
+                probe: name,
+                package: machine.arch.qemu_package(),
+            }],
+            auto_install,
+        )?;
+    }
+    host::find_program(name).ok_or_else(|| Error::MissingTool {
+        what: name.into(),
+        install: host::install_command(&[machine.arch.qemu_package()]),
+    })
+}
+
+fn free_port() -> Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ctx(|| "finding a free port".into())?;
+    Ok(l.local_addr().ctx(|| "finding a free port".into())?.port())
+}
+
+impl Vm {
+    /// Boots a guest with `kernel` and the prepared `image`, trying accelerators in the order
+    /// [`accel::plan`] gives. On failure the VM directory is kept and the error names its
+    /// console log; no QEMU is left running.
+    pub fn boot(kernel: &Kernel, image: &BuiltImage, opts: &VmOptions) -> Result<Vm> {
+        opts.machine.validate()?;
+        if kernel.arch != opts.machine.arch {
+            return Err(Error::Config(format!(
+                "kernel is for {} but the machine is {}",
+                kernel.arch, opts.machine.arch
+            )));
+        }
+        let qemu = find_qemu(&opts.machine, opts.auto_install)?;
+        let plan = accel::plan(opts.machine.accel, opts.machine.arch, &qemu)?;
+        let mut fallbacks = Vec::new();
+        for (i, &a) in plan.iter().enumerate() {
+            let last = i + 1 == plan.len();
+            match Vm::boot_once(kernel, image, opts, &qemu, a) {
+                Ok(mut vm) => {
+                    if a == Accel::Kvm && opts.machine.accel == AccelChoice::Auto {
+                        accel::remember(&qemu, true, "");
+                    }
+                    vm.timings.fallbacks = fallbacks;
+                    return Ok(vm);
+                }
+                Err(Error::Boot(b))
+                    if a == Accel::Kvm && !last && b.kind != BootFailure::Timeout =>
+                {
+                    let reason = format!("{:?}: {}", b.kind, b.message);
+                    eprintln!("hotfuzz: KVM guest failed ({reason}); falling back to TCG (remembered for this host)");
+                    accel::remember(&qemu, false, &reason);
+                    fallbacks.push(format!("kvm: {reason}"));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        unreachable!("accel plan is never empty")
+    }
+
+    fn boot_once(
+        kernel: &Kernel,
+        image: &BuiltImage,
+        opts: &VmOptions,
+        qemu: &Path,
+        accel: Accel,
+    ) -> Result<Vm> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match Vm::launch(kernel, image, opts, qemu, accel) {
+                Err(Error::Boot(b))
+                    if attempt < 5
+                        && b.kind == BootFailure::QemuExited
+                        && b.qemu_stderr.contains("host forwarding rule") =>
+                {
+                    // Someone took the port between our probe and QEMU's bind: try another.
+                    continue;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn launch(
+        kernel: &Kernel,
+        image: &BuiltImage,
+        opts: &VmOptions,
+        qemu: &Path,
+        accel: Accel,
+    ) -> Result<Vm> {
+        let parent = opts.dir_parent.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+        let tmp = tempfile::Builder::new()
+            .prefix("hotfuzz-vm-")
+            .tempdir_in(&parent)
+            .ctx(|| format!("creating a VM directory in {}", parent.display()))?;
+        let mut dir = if opts.keep_dir {
+            VmDir::Kept(tmp.keep())
+        } else {
+            VmDir::Temp(tmp)
+        };
+        let d = dir.path().to_path_buf();
+        let key = KeyPair::generate(&opts.name)?;
+        let host_key = HostKey::generate()?;
+        write_private(&d.join("id_ed25519"), key.private_openssh.as_bytes())?;
+        std::fs::write(d.join("id_ed25519.pub"), format!("{}\n", key.public_line))
+            .ctx(|| "writing the public key".into())?;
+        let initrd = d.join("initrd.cpio");
+        concat_initrd(
+            &initrd,
+            &image.path,
+            &guest::overlay(&key.public_line, &host_key)?,
+        )?;
+        let qmp_path = d.join("qmp.sock");
+        let ssh_port = free_port()?;
+        let args = opts.machine.qemu_args(
+            accel,
+            &kernel.boot_image,
+            &initrd,
+            &qmp_path,
+            ssh_port,
+            &opts.name,
+        );
+        let cmdline = std::iter::once(qemu.as_os_str().to_owned())
+            .chain(args.iter().cloned())
+            .map(|a| crate::ssh::quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        std::fs::write(d.join("qemu.cmdline"), format!("{cmdline}\n"))
+            .ctx(|| "writing qemu.cmdline".into())?;
+        let mut cmd = Command::new(qemu);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut proc = process::spawn(cmd)?;
+        let console = Console::spawn(
+            proc.take_stdout().expect("piped stdout"),
+            &d.join("console.log"),
+        )?;
+        let qemu_stderr = Arc::new(Mutex::new(String::new()));
+        spawn_stderr_reader(
+            proc.take_stderr().expect("piped stderr"),
+            &d.join("qemu.log"),
+            qemu_stderr.clone(),
+        )?;
+        let fail = |proc: &mut Guarded, dir: &mut VmDir, kind: BootFailure, message: String| {
+            proc.kill();
+            console.wait_eof(Duration::from_secs(2));
+            let kept = dir.keep();
+            Error::Boot(BootError {
+                kind,
+                message,
+                console_log: kept.join("console.log"),
+                last_lines: console.last_lines(15).into_iter().map(|l| l.text).collect(),
+                qemu_stderr: qemu_stderr
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            })
+        };
+        let boot_timeout = opts.boot_timeout.unwrap_or(match accel {
+            Accel::Kvm => Duration::from_secs(60),
+            Accel::Tcg => Duration::from_secs(300),
+        });
+        let no_output = opts.no_output_timeout.unwrap_or(match accel {
+            Accel::Kvm => Duration::from_secs(20),
+            Accel::Tcg => Duration::from_secs(60),
+        });
+        let deadline = started + boot_timeout;
+        let qmp = match Qmp::connect(
+            &qmp_path,
+            &d.join("qmp-events.log"),
+            started + Duration::from_secs(30).min(boot_timeout),
+            || proc.try_wait().is_none(),
+        ) {
+            Ok(q) => q,
+            Err(e) => {
+                let kind = classify_exit(&qemu_stderr);
+                return Err(fail(
+                    &mut proc,
+                    &mut dir,
+                    kind,
+                    format!("QEMU did not come up: {e}"),
+                ));
+            }
+        };
+        // Follow the boot on the console.
+        let mut timings = BootTimings::default();
+        let mut next = 0u64;
+        let mut panic_line: Option<String> = None;
+        loop {
+            let step = Instant::now() + Duration::from_millis(100);
+            let r = console.wait_for(next, step.min(deadline), |l| {
+                if l.contains("Linux version ") {
+                    Some(1)
+                } else if l.contains("Run /init as init process") {
+                    Some(2)
+                } else if l.contains(READY_MARKER) {
+                    Some(3)
+                } else if l.contains("Kernel panic - not syncing") {
+                    Some(4)
+                } else if l.contains(guest::NO_NETWORK_MARKER) {
+                    Some(5)
+                } else {
+                    None
+                }
+            });
+            match r {
+                Wait::Found(what, line) => {
+                    next = line.index + 1;
+                    let t = line.at.saturating_duration_since(started);
+                    match what {
+                        1 => timings.banner = timings.banner.or(Some(t)),
+                        2 => timings.init = timings.init.or(Some(t)),
+                        3 => {
+                            timings.userspace_ready = Some(t);
+                            break;
+                        }
+                        5 => {
+                            let msg = format!("the guest has no network for ssh: {}", line.text);
+                            return Err(fail(&mut proc, &mut dir, BootFailure::NoNetwork, msg));
+                        }
+                        _ => {
+                            panic_line = Some(line.text.clone());
+                            // Let the rest of the panic reach the log.
+                            std::thread::sleep(Duration::from_millis(300));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Wait::Eof => break,
+                Wait::Timeout => {}
+            }
+            if proc.try_wait().is_some() {
+                break;
+            }
+            if stderr_says_kvm_failed(&qemu_stderr) {
+                let msg = "KVM could not run the guest".to_string();
+                return Err(fail(&mut proc, &mut dir, BootFailure::KvmFailure, msg));
+            }
+            let silent_for = console
+                .last_output()
+                .map(|t| t.elapsed())
+                .unwrap_or_else(|| started.elapsed());
+            if silent_for >= no_output {
+                let msg = format!("no console output for {}s", no_output.as_secs());
+                return Err(fail(&mut proc, &mut dir, BootFailure::NoOutput, msg));
+            }
+            if Instant::now() >= deadline {
+                let msg = format!(
+                    "not ready within {}s (boot timeout)",
+                    boot_timeout.as_secs()
+                );
+                return Err(fail(&mut proc, &mut dir, BootFailure::Timeout, msg));
+            }
+        }
+        if let Some(p) = panic_line {
+            return Err(fail(
+                &mut proc,
+                &mut dir,
+                BootFailure::KernelPanic,
+                p.trim().to_string(),
+            ));
+        }
+        if timings.userspace_ready.is_none() {
+            let st = proc.try_wait();
+            let kind = classify_exit(&qemu_stderr);
+            let msg = format!(
+                "QEMU exited during boot ({})",
+                st.map(|s| s.to_string())
+                    .unwrap_or_else(|| "console closed".into())
+            );
+            return Err(fail(&mut proc, &mut dir, kind, msg));
+        }
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ssh_port));
+        let r = {
+            let console = console.clone();
+            let mark = next;
+            let p = &mut proc;
+            Ssh::connect_retry(
+                addr,
+                "root",
+                &key,
+                Some(&host_key.public_blob),
+                deadline,
+                || {
+                    if p.try_wait().is_some() {
+                        return Some(Error::QemuGone("while waiting for ssh".into()));
+                    }
+                    let panicked = console
+                        .lines_since(mark)
+                        .iter()
+                        .any(|l| l.text.contains("Kernel panic - not syncing"));
+                    panicked.then(|| Error::QemuGone("kernel panicked before ssh came up".into()))
+                },
+            )
+        };
+        let ssh = match r {
+            Ok(s) => s,
+            Err(e) => {
+                let kind = match &e {
+                    Error::Timeout(_) => BootFailure::Timeout,
+                    _ => BootFailure::QemuExited,
+                };
+                return Err(fail(
+                    &mut proc,
+                    &mut dir,
+                    kind,
+                    format!("ssh never worked: {e}"),
+                ));
+            }
+        };
+        timings.ssh_ready = started.elapsed();
+        Ok(Vm {
+            proc: Mutex::new(proc),
+            console,
+            qmp,
+            ssh,
+            dir,
+            ssh_port,
+            key,
+            host_key,
+            accel,
+            machine: opts.machine.clone(),
+            timings,
+            qemu_stderr,
+            kernel_release: kernel.release.clone(),
+        })
+    }
+
+    /// Runs a shell command in the guest with default limits.
+    pub fn exec(&self, cmd: &str) -> Result<ExecOutput> {
+        self.map_gone(self.ssh.exec(cmd))
+    }
+
+    /// Runs a shell command in the guest with explicit limits.
+    pub fn exec_with(&self, cmd: &str, opts: &ExecOptions) -> Result<ExecOutput> {
+        self.map_gone(self.ssh.exec_with(cmd, opts))
+    }
+
+    /// Runs a command that must succeed and returns its stdout.
+    pub fn run(&self, cmd: &str) -> Result<String> {
+        Ok(self.exec(cmd)?.check(cmd)?.stdout_str())
+    }
+
+    /// Writes a file into the guest.
+    pub fn upload(&self, data: &[u8], path: &str, mode: u32) -> Result<()> {
+        self.map_gone(self.ssh.upload(data, path, mode))
+    }
+
+    /// A second, independent ssh session (for commands running concurrently with others).
+    pub fn new_session(&self) -> Result<Ssh> {
+        Ssh::connect(
+            self.ssh.addr(),
+            "root",
+            &self.key,
+            Some(&self.host_key.public_blob),
+            Duration::from_secs(30),
+        )
+    }
+
+    /// An interactive shell on the caller's terminal.
+    pub fn interactive_shell(&self) -> Result<i32> {
+        self.ssh.interactive_shell()
+    }
+
+    fn map_gone<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(e) if !self.is_alive() => Err(Error::QemuGone(format!(
+                "{e} (QEMU {}; console log {})",
+                self.exit_status()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "gone".into()),
+                self.console_log().display()
+            ))),
+            r => r,
+        }
+    }
+
+    /// The QMP monitor.
+    pub fn qmp(&self) -> &Qmp {
+        &self.qmp
+    }
+
+    /// The serial console.
+    pub fn console(&self) -> &Console {
+        &self.console
+    }
+
+    /// The ssh session used by [`Vm::exec`].
+    pub fn ssh(&self) -> &Ssh {
+        &self.ssh
+    }
+
+    /// Where the console log is written.
+    pub fn console_log(&self) -> PathBuf {
+        self.console.log_path().to_path_buf()
+    }
+
+    /// The VM directory (console log, QEMU log, QMP socket and event log, key, initrd).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Keeps the VM directory after the VM is gone (for evidence) and returns its path.
+    pub fn keep_dir(&mut self) -> PathBuf {
+        self.dir.keep()
+    }
+
+    /// Host port forwarded to the guest's ssh.
+    pub fn ssh_port(&self) -> u16 {
+        self.ssh_port
+    }
+
+    /// Path of the VM's private key (for `ssh -i`).
+    pub fn key_path(&self) -> PathBuf {
+        self.dir().join("id_ed25519")
+    }
+
+    /// The accelerator in use.
+    pub fn accel(&self) -> Accel {
+        self.accel
+    }
+
+    /// The machine's configuration.
+    pub fn machine(&self) -> &MachineConfig {
+        &self.machine
+    }
+
+    /// Boot timings.
+    pub fn timings(&self) -> &BootTimings {
+        &self.timings
+    }
+
+    /// Kernel release, if known.
+    pub fn kernel_release(&self) -> Option<&str> {
+        self.kernel_release.as_deref()
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> i32 {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner()).pid()
+    }
+
+    /// True while QEMU runs.
+    pub fn is_alive(&self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    /// QEMU's exit status once it has exited.
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
+        self.proc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_wait()
+    }
+
+    /// What QEMU printed on stderr.
+    pub fn qemu_stderr(&self) -> String {
+        self.qemu_stderr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Powers the guest off (`poweroff -f` over ssh), waiting up to `timeout` for QEMU to exit,
+    /// then asks QEMU to quit, then kills it. Returns true if the guest powered off by itself.
+    pub fn poweroff(self, timeout: Duration) -> bool {
+        let _ = self.ssh.exec_with(
+            "poweroff -f",
+            &ExecOptions {
+                silence_timeout: Duration::from_secs(2),
+                deadline: Some(Instant::now() + Duration::from_secs(3)),
+                stdin: None,
+            },
+        );
+        let clean = self
+            .proc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .wait_timeout(timeout)
+            .is_some();
+        if !clean {
+            let _ = self.qmp.quit();
+            let mut p = self.proc.lock().unwrap_or_else(|e| e.into_inner());
+            if p.wait_timeout(Duration::from_secs(3)).is_none() {
+                p.kill();
+            }
+        }
+        self.console.wait_eof(Duration::from_secs(2));
+        clean
+    }
+
+    /// Kills QEMU at once.
+    pub fn kill(&self) {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner()).kill();
+    }
+}
+
+fn classify_exit(stderr: &Arc<Mutex<String>>) -> BootFailure {
+    if stderr_says_kvm_failed(stderr) {
+        BootFailure::KvmFailure
+    } else {
+        BootFailure::QemuExited
+    }
+}
+
+fn stderr_says_kvm_failed(stderr: &Arc<Mutex<String>>) -> bool {
+    let s = stderr.lock().unwrap_or_else(|e| e.into_inner());
+    s.contains("KVM internal error")
+        || s.contains("emulation failure")
+        || s.contains("kvm run failed")
+        || s.contains("failed to initialize kvm")
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .ctx(|| format!("creating {}", path.display()))?;
+    f.write_all(data)
+        .ctx(|| format!("writing {}", path.display()))
+}
+
+fn spawn_stderr_reader(
+    mut stderr: std::process::ChildStderr,
+    log: &Path,
+    buf: Arc<Mutex<String>>,
+) -> Result<()> {
+    let mut file = std::fs::File::create(log).ctx(|| format!("creating {}", log.display()))?;
+    std::thread::Builder::new()
+        .name("qemu-stderr".into())
+        .spawn(move || {
+            let mut chunk = [0u8; 4096];
+            loop {
+                match stderr.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        let _ = file.write_all(&chunk[..n]);
+                        let mut b = buf.lock().unwrap_or_else(|e| e.into_inner());
+                        if b.len() < 256 << 10 {
+                            b.push_str(&String::from_utf8_lossy(&chunk[..n]));
+                        }
+                    }
+                }
+            }
+        })
+        .ctx(|| "starting the QEMU stderr reader".into())?;
+    Ok(())
+}
