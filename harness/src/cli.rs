@@ -2,6 +2,7 @@
 
 use crate::cmd_vm;
 use crate::guest_args::GuestArgs;
+
 use clap::{Parser, Subcommand};
 
 /// Fuzzes and regression-tests Linux memory hotplug inside QEMU guests.
@@ -26,6 +27,68 @@ pub enum Command {
     /// Measure hotfuzz on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Boot a guest, run a program (file or - for stdin), print per-operation results and
+    /// console lines that look like splats. Exit status 1 if a splat appeared.
+    Run(Box<RunArgs>),
+    /// Print a generated program.
+    Gen(GenArgs),
+}
+
+/// Arguments of `hotfuzz run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Program file, or - for stdin.
+    pub prog: std::path::PathBuf,
+    /// Run it this many times on the same guest.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Limit for one run, in seconds (default: the sum of the operations' deadlines).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Do not collect KCOV coverage.
+    #[arg(long)]
+    pub no_kcov: bool,
+    /// Write the run log here (default: run.log in the VM directory).
+    #[arg(long)]
+    pub run_log: Option<std::path::PathBuf>,
+    /// Load descriptions from this directory instead of the embedded ones.
+    #[arg(long)]
+    pub descriptions: Option<std::path::PathBuf>,
+    /// Print results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
+/// Arguments of `hotfuzz gen`.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Random seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Operations per program (producers an operation needs may add a few).
+    #[arg(long, default_value_t = 20)]
+    pub len: usize,
+    /// Number of programs (seeds seed, seed+1, ...), separated by blank lines.
+    #[arg(long, default_value_t = 1)]
+    pub count: u64,
+    /// Guest architecture (for the default state).
+    #[arg(long, default_value = "x86_64")]
+    pub arch: hotfuzz_vm::Arch,
+    /// Guest state from `hotfuzz vm state` (default: the default machine's expected state).
+    #[arg(long)]
+    pub state: Option<std::path::PathBuf>,
+    /// Load descriptions from this directory instead of the embedded ones.
+    #[arg(long)]
+    pub descriptions: Option<std::path::PathBuf>,
+}
+
+/// Arguments of `hotfuzz vm state`.
+#[derive(Debug, clap::Args)]
+pub struct VmStateArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
 }
 
 /// `hotfuzz bench ...`
@@ -33,6 +96,43 @@ pub enum Command {
 pub enum BenchCommand {
     /// Boot, ssh, QMP and plug/unplug timings of guests.
     Vm(Box<BenchVmArgs>),
+    /// Program execution on a guest: harness overhead per operation, programs per second.
+    Exec(Box<BenchExecArgs>),
+    /// Generator throughput (no guest).
+    Gen(BenchGenArgs),
+}
+
+/// Arguments of `hotfuzz bench exec`.
+#[derive(Debug, clap::Args)]
+pub struct BenchExecArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Cheap operations in the overhead program.
+    #[arg(long, default_value_t = 200)]
+    pub ops: usize,
+    /// Times the overhead program runs.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Generated programs to run for the programs/s figure.
+    #[arg(long, default_value_t = 30)]
+    pub programs: u64,
+    /// Length of the generated programs.
+    #[arg(long, default_value_t = 20)]
+    pub len: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hotfuzz bench gen`.
+#[derive(Debug, clap::Args)]
+pub struct BenchGenArgs {
+    /// Programs to generate.
+    #[arg(long, default_value_t = 20000)]
+    pub programs: u64,
+    /// Length of each program.
+    #[arg(long, default_value_t = 20)]
+    pub len: usize,
 }
 
 /// Arguments of `hotfuzz bench vm`.
@@ -64,6 +164,8 @@ pub enum VmCommand {
     Boot(Box<VmBootArgs>),
     /// Boot a guest, plug SIZE with virtio-mem, show what the guest sees, unplug, power off.
     Plug(Box<VmPlugArgs>),
+    /// Boot a guest and print its memory state (blocks, nodes, devices) as JSON.
+    State(Box<VmStateArgs>),
 }
 
 /// Arguments of `hotfuzz vm boot`.
@@ -109,5 +211,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Vm(VmCommand::Plug(a)) => cmd_vm::plug(*a),
         Command::Setup(a) => cmd_vm::setup(a),
         Command::Bench(BenchCommand::Vm(a)) => crate::cmd_bench::vm(*a),
+        Command::Bench(BenchCommand::Exec(a)) => crate::cmd_bench::exec(*a),
+        Command::Bench(BenchCommand::Gen(a)) => crate::cmd_bench::gen(a),
+        Command::Vm(VmCommand::State(a)) => crate::cmd_prog::vm_state(*a),
+        Command::Run(a) => crate::cmd_prog::run(*a),
+        Command::Gen(a) => crate::cmd_prog::gen(a),
     }
 }

@@ -1,9 +1,9 @@
 //! `hotfuzz bench vm`: how fast guests are on this machine (boot, ssh, QMP, plug/unplug).
 
 use crate::cli::BenchVmArgs;
-use crate::stats::Summary;
 use anyhow::{Context, Result};
-use hotfuzz_vm::guest::GuestSpec;
+use hotfuzz::stats::Summary;
+
 use hotfuzz_vm::Vm;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -16,7 +16,9 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
         let dir = tempfile::tempdir().context("creating a temporary cache")?;
         std::env::set_var("HOTFUZZ_CACHE_DIR", dir.path());
         let t = Instant::now();
-        let p = a.guest.prepare(GuestSpec::for_arch(a.guest.arch))?;
+        let p = a
+            .guest
+            .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
         let prep = t.elapsed();
         let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
         let total = t.elapsed();
@@ -37,7 +39,9 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
     let mut unplug = Vec::new();
     for i in 0..a.boots {
         let t = Instant::now();
-        let p = a.guest.prepare(GuestSpec::for_arch(a.guest.arch))?;
+        let p = a
+            .guest
+            .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
         prepare.push(t.elapsed());
         let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
         total.push(t.elapsed());
@@ -124,5 +128,128 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
             }
         }
     }
+    Ok(0)
+}
+
+/// `hotfuzz bench exec`: per-operation harness overhead and programs per second.
+pub fn exec(a: crate::cli::BenchExecArgs) -> Result<i32> {
+    use hotfuzz::desc::Descriptions;
+    use hotfuzz::gen::Generator;
+    use hotfuzz::prog::Program;
+    use hotfuzz::runner::{RunOptions, Runner};
+    use hotfuzz::state::GuestState;
+
+    let d = Descriptions::embedded();
+    let p = a
+        .guest
+        .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
+    let mut vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    // Keep the logs: a benchmark that goes wrong must be explainable.
+    let dir = vm.keep_dir();
+    eprintln!("hotfuzz: logs in {}", dir.display());
+    let mut runner = Runner::new(&vm, &dir.join("run.log"))?;
+    let opts = RunOptions {
+        kcov: false,
+        timeout: None,
+        settle: Duration::ZERO,
+    };
+    // Cheap operations: their own time is measured in the guest and subtracted.
+    let text = "kpagecount_read(pfn=0x1000, count=0x1)\n".repeat(a.ops.max(1));
+    let cheap = Program::parse(&text, &d)?;
+    let mut overhead = Vec::new();
+    let mut per_op = Vec::new();
+    let mut in_guest = Vec::new();
+    for _ in 0..a.repeat.max(1) {
+        let r = runner.run(&d, &cheap, &opts)?;
+        anyhow::ensure!(r.lost.is_none(), "lost: {:?}", r.lost);
+        let own: Duration = r.ops.iter().map(|o| o.duration).sum();
+        let n = r.ops.len() as u32;
+        overhead.push(r.duration.saturating_sub(own) / n);
+        per_op.push(r.duration / n);
+        in_guest.push(own / n);
+    }
+    // Typical generated programs on the real state.
+    let st = GuestState::probe(&vm)?;
+    let mut prog_times = Vec::new();
+    let t0 = Instant::now();
+    let mut ops_total = 0;
+    for seed in 0..a.programs {
+        let prog = Generator::new(&d, &st, seed).generate(a.len);
+        ops_total += prog.ops.len();
+        let r = runner
+            .run(&d, &prog, &opts)
+            .with_context(|| format!("generated program {seed}"))?;
+        prog_times.push(r.duration);
+        if r.lost.is_some() {
+            eprintln!("program {seed} lost the guest: {:?}", r.lost);
+            break;
+        }
+    }
+    let total = t0.elapsed();
+    let rate = prog_times.len() as f64 / total.as_secs_f64();
+    drop(runner);
+    vm.poweroff(Duration::from_secs(30));
+    let rows = [
+        (
+            "harness overhead per op (wall - in-guest time)",
+            Summary::of(&overhead),
+        ),
+        ("wall time per cheap op", Summary::of(&per_op)),
+        ("in-guest time per cheap op", Summary::of(&in_guest)),
+        ("generated program wall time", Summary::of(&prog_times)),
+    ];
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "overhead_per_op": rows[0].1, "wall_per_op": rows[1].1, "guest_per_op": rows[2].1,
+                "program_time": rows[3].1, "programs_per_s": rate, "programs": prog_times.len(),
+                "ops": ops_total,
+            })
+        );
+    } else {
+        for (k, v) in rows {
+            if let Some(v) = v {
+                println!("{k:<48} {v}");
+            }
+        }
+        println!(
+            "{:<48} {rate:.2} ({} programs, {ops_total} ops, {:.1} s)",
+            "generated programs per second",
+            prog_times.len(),
+            total.as_secs_f64()
+        );
+    }
+    Ok(0)
+}
+
+/// `hotfuzz bench gen`: generator throughput.
+pub fn gen(a: crate::cli::BenchGenArgs) -> Result<i32> {
+    use hotfuzz::desc::Descriptions;
+    use hotfuzz::gen::Generator;
+    use hotfuzz::state::GuestState;
+    let d = Descriptions::embedded();
+    let st = GuestState::model(&hotfuzz_vm::MachineConfig::new(hotfuzz_vm::Arch::X86_64));
+    let mut runs = Vec::new();
+    let mut ops = 0;
+    for round in 0..5u64 {
+        let t = Instant::now();
+        for s in 0..a.programs {
+            let mut g = Generator::new(&d, &st, round * a.programs + s);
+            ops += g.generate(a.len).ops.len();
+        }
+        runs.push(t.elapsed());
+    }
+    let per_program: Vec<Duration> = runs.iter().map(|r| *r / a.programs as u32).collect();
+    let s = Summary::of(&per_program).expect("five rounds");
+    println!(
+        "{} programs of ~{} ops x 5 rounds: median {:.0} programs/s (min {:.0}, max {:.0}); {:.1} us per program; {ops} ops",
+        a.programs,
+        a.len,
+        1000.0 / s.median_ms,
+        1000.0 / s.max_ms,
+        1000.0 / s.min_ms,
+        s.median_ms * 1000.0
+    );
     Ok(0)
 }

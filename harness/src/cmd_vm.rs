@@ -2,7 +2,6 @@
 
 use crate::cli::{SetupArgs, VmBootArgs, VmPlugArgs};
 use anyhow::{Context, Result};
-use hotfuzz_vm::guest::GuestSpec;
 use hotfuzz_vm::size::{format_size, parse_size};
 use hotfuzz_vm::{Arch, Kernel, KernelSource, Vm};
 use serde_json::json;
@@ -20,7 +19,9 @@ fn fmt_dur(d: Option<Duration>) -> String {
 
 /// `hotfuzz vm boot`.
 pub fn boot(a: VmBootArgs) -> Result<i32> {
-    let p = a.guest.prepare(GuestSpec::for_arch(a.guest.arch))?;
+    let p = a
+        .guest
+        .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
     let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
     let t = vm.timings().clone();
     let uname = vm.run("uname -r").unwrap_or_default().trim().to_string();
@@ -88,7 +89,9 @@ fn mem_total_kib(vm: &Vm) -> Result<u64> {
 /// `hotfuzz vm plug SIZE`.
 pub fn plug(a: VmPlugArgs) -> Result<i32> {
     let bytes = parse_size(&a.size).map_err(anyhow::Error::msg)?;
-    let p = a.guest.prepare(GuestSpec::for_arch(a.guest.arch))?;
+    let p = a
+        .guest
+        .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
     let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
     let q = vm.qmp();
     let before = mem_total_kib(&vm)?;
@@ -142,7 +145,8 @@ pub fn setup(a: SetupArgs) -> Result<i32> {
         let m = hotfuzz_vm::MachineConfig::new(arch);
         let qemu = hotfuzz_vm::vm::find_qemu(&m, true)?;
         let k = Kernel::resolve(&KernelSource::DebianDefault, arch)?;
-        let img = GuestSpec::for_arch(arch).build(&k)?;
+        let with_exec = hotfuzz::image::executor(arch).is_ok();
+        let img = hotfuzz::image::program_guest(arch, with_exec)?.build(&k)?;
         println!(
             "{arch}: {} ({}), image {} ({} modules), {}",
             k.origin,

@@ -2,16 +2,20 @@
 
 mod cli;
 mod cmd_bench;
+mod cmd_prog;
 mod cmd_vm;
 mod guest_args;
-mod stats;
 
 use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOTFUZZ_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+        tracing_subscriber::EnvFilter::new(if cli.verbose {
+            "debug,syzlang_parser=off"
+        } else {
+            "warn,syzlang_parser=off"
+        })
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -194,6 +194,17 @@ impl Ssh {
         }
     }
 
+    /// Opens a session channel in blocking mode with `timeout` per libssh2 call (the caller
+    /// holds `self.lock`).
+    fn channel(&self, timeout: Duration) -> Result<Channel> {
+        self.sess.set_blocking(true);
+        self.sess
+            .set_timeout(timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+        self.sess
+            .channel_session()
+            .map_err(|e| ssh_err("opening a channel", e))
+    }
+
     /// Address of the guest's forwarded ssh port.
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -213,13 +224,7 @@ impl Ssh {
             .map(|d| d.saturating_duration_since(start).min(opts.silence_timeout))
             .unwrap_or(opts.silence_timeout)
             .max(Duration::from_millis(1));
-        self.sess.set_blocking(true);
-        self.sess
-            .set_timeout(step.as_millis().clamp(1, u32::MAX as u128) as u32);
-        let mut ch = self
-            .sess
-            .channel_session()
-            .map_err(|e| ssh_err("opening a channel", e))?;
+        let mut ch = self.channel(step)?;
         ch.exec(cmd).map_err(|e| ssh_err("exec", e))?;
         self.sess.set_blocking(false);
         let r = self.pump(&mut ch, start, opts);
@@ -333,6 +338,20 @@ impl Ssh {
         poll_fds(&[(self.tcp.as_raw_fd(), events)], timeout);
     }
 
+    /// Starts `cmd` and returns a handle for talking to it while it runs (stdin, stdout and
+    /// stderr stay open). The session is reserved for it until the handle is dropped.
+    pub fn start(&self, cmd: &str) -> Result<Remote<'_>> {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ch = self.channel(Duration::from_secs(30))?;
+        ch.exec(cmd).map_err(|e| ssh_err("exec", e))?;
+        self.sess.set_blocking(false);
+        Ok(Remote {
+            ssh: self,
+            ch: Some(ch),
+            _guard: guard,
+        })
+    }
+
     /// Writes `data` to `path` in the guest with permission bits `mode` (parent directories are
     /// created). The path is shell-quoted.
     pub fn upload(&self, data: &[u8], path: &str, mode: u32) -> Result<()> {
@@ -362,12 +381,7 @@ impl Ssh {
         let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         let term = std::env::var("TERM").unwrap_or_else(|_| "xterm".into());
         let (cols, rows) = terminal_size().unwrap_or((80, 24));
-        self.sess.set_blocking(true);
-        self.sess.set_timeout(30_000);
-        let mut ch = self
-            .sess
-            .channel_session()
-            .map_err(|e| ssh_err("opening a channel", e))?;
+        let mut ch = self.channel(Duration::from_secs(30))?;
         ch.request_pty(&term, None, Some((cols, rows, 0, 0)))
             .map_err(|e| ssh_err("requesting a pty", e))?;
         ch.shell().map_err(|e| ssh_err("starting a shell", e))?;
@@ -421,6 +435,118 @@ impl Ssh {
         self.sess.set_blocking(true);
         let _ = ch.wait_close();
         Ok(ch.exit_status().unwrap_or(0))
+    }
+}
+
+/// A running remote command (see [`Ssh::start`]).
+pub struct Remote<'a> {
+    ssh: &'a Ssh,
+    ch: Option<Channel>,
+    _guard: std::sync::MutexGuard<'a, ()>,
+}
+
+/// Output that arrived from a [`Remote`].
+#[derive(Debug, Default)]
+pub struct Chunk {
+    /// New stdout bytes.
+    pub stdout: Vec<u8>,
+    /// New stderr bytes.
+    pub stderr: Vec<u8>,
+    /// The command closed its output.
+    pub eof: bool,
+}
+
+impl Remote<'_> {
+    fn ch(&mut self) -> &mut Channel {
+        self.ch.as_mut().expect("channel open until drop")
+    }
+
+    /// Writes all of `data` to the command's stdin (waiting for window space), until
+    /// `deadline`.
+    pub fn write_all(&mut self, data: &[u8], deadline: Instant) -> Result<()> {
+        let mut d = data;
+        while !d.is_empty() {
+            match self.ch().write(d) {
+                Ok(n) => d = &d[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(Error::Timeout("writing to the remote command".into()));
+                    }
+                    self.ssh.wait_socket(Duration::from_millis(20));
+                }
+                Err(e) => return Err(Error::Ssh(format!("writing to the remote command: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Returns whatever output arrives within `timeout` (returns as soon as there is some).
+    pub fn read(&mut self, timeout: Duration) -> Result<Chunk> {
+        let deadline = Instant::now() + timeout;
+        let mut c = Chunk::default();
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            let mut got = false;
+            for stream in [0, 1] {
+                let r = if stream == 0 {
+                    self.ch().read(&mut buf)
+                } else {
+                    self.ch().stderr().read(&mut buf)
+                };
+                match r {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        got = true;
+                        if stream == 0 {
+                            c.stdout.extend_from_slice(&buf[..n]);
+                        } else {
+                            c.stderr.extend_from_slice(&buf[..n]);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        return Err(Error::Ssh(format!("reading from the remote command: {e}")))
+                    }
+                }
+            }
+            if got {
+                continue;
+            }
+            if self.ch().eof() {
+                c.eof = true;
+                return Ok(c);
+            }
+            if !c.stdout.is_empty() || !c.stderr.is_empty() {
+                return Ok(c);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(c);
+            }
+            self.ssh
+                .wait_socket((deadline - now).min(Duration::from_millis(50)));
+        }
+    }
+
+    /// Exit status and signal, if the command has exited and the server said so.
+    pub fn exit(&mut self) -> (Option<i32>, Option<String>) {
+        let ch = self.ch();
+        let sig = ch.exit_signal().ok().and_then(|s| s.exit_signal);
+        let st = if ch.eof() {
+            ch.exit_status().ok()
+        } else {
+            None
+        };
+        (st, sig)
+    }
+}
+
+impl Drop for Remote<'_> {
+    fn drop(&mut self) {
+        if let Some(mut ch) = self.ch.take() {
+            let _ = ch.close();
+        }
+        self.ssh.sess.set_blocking(true);
     }
 }
 

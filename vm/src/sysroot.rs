@@ -20,6 +20,15 @@ pub struct ElfNeeds {
 
 /// Reads interpreter and `DT_NEEDED` entries of a 64-bit ELF.
 pub fn elf_needs(data: &[u8]) -> Result<ElfNeeds> {
+    if data.as_ptr() as usize % 8 != 0 {
+        // ELF structures are read in place and must be aligned (include_bytes! data is not).
+        let mut words = vec![0u64; data.len().div_ceil(8)];
+        // SAFETY: the u64 buffer has at least data.len() bytes; u8 has no alignment needs.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), data.len()) };
+        bytes.copy_from_slice(data);
+        return elf_needs(bytes);
+    }
     let f = ElfFile64::<Endianness>::parse(data)
         .map_err(|e| Error::Image(format!("not a 64-bit ELF: {e}")))?;
     let endian = f.endian();

@@ -631,6 +631,17 @@ impl Vm {
     }
 }
 
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.proc.lock().unwrap_or_else(|e| e.into_inner()).kill();
+        if let VmDir::Kept(p) = &self.dir {
+            // Keep the evidence, not the bulk: the initrd is a copy of a cached image.
+            let _ = std::fs::remove_file(p.join("initrd.cpio"));
+            let _ = std::fs::remove_file(p.join("qmp.sock"));
+        }
+    }
+}
+
 fn classify_exit(stderr: &Arc<Mutex<String>>) -> BootFailure {
     if stderr_says_kvm_failed(stderr) {
         BootFailure::KvmFailure

@@ -1,0 +1,151 @@
+//! `hotfuzz run`, `hotfuzz gen` and `hotfuzz vm state`.
+
+use crate::cli::{GenArgs, RunArgs, VmStateArgs};
+use anyhow::{Context, Result};
+use hotfuzz::desc::Descriptions;
+use hotfuzz::gen::Generator;
+use hotfuzz::image::program_guest;
+use hotfuzz::prog_file::read_program;
+use hotfuzz::runner::{describe_outcome, RunOptions, Runner};
+use hotfuzz::state::GuestState;
+use hotfuzz_vm::{MachineConfig, Vm};
+use serde_json::json;
+use std::path::Path;
+use std::time::Duration;
+
+/// The descriptions: a directory given on the command line, or the embedded ones.
+pub fn descriptions(dir: Option<&Path>) -> Result<Descriptions> {
+    match dir {
+        Some(d) => Ok(Descriptions::load_dir(d)?),
+        None => Ok(Descriptions::embedded()),
+    }
+}
+
+/// `hotfuzz run PROG`.
+pub fn run(a: RunArgs) -> Result<i32> {
+    let d = descriptions(a.descriptions.as_deref())?;
+    let prog = read_program(&a.prog, &d)?;
+    let p = a.guest.prepare(program_guest(a.guest.arch, true)?)?;
+    let mut vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let run_log = match &a.run_log {
+        Some(p) => p.clone(),
+        None => vm.dir().join("run.log"),
+    };
+    let mut splat_seen = false;
+    let mut lost = false;
+    let mut reports = Vec::new();
+    {
+        let mut runner = Runner::new(&vm, &run_log)?;
+        let opts = RunOptions {
+            kcov: !a.no_kcov,
+            timeout: a.timeout.map(Duration::from_secs),
+            settle: Duration::from_millis(1000),
+        };
+        for rep in 0..a.repeat.max(1) {
+            let r = runner.run(&d, &prog, &opts)?;
+            let splats = r.splats();
+            splat_seen |= !splats.is_empty();
+            if a.json {
+                reports.push(json!({
+                    "repeat": rep,
+                    "program": r.program_id,
+                    "duration_ms": r.duration.as_millis() as u64,
+                    "ops": r.ops.iter().map(|o| json!({
+                        "index": o.index, "thread": o.thread, "op": prog.ops[o.index].print(&d),
+                        "outcome": o.outcome, "dur_us": o.duration.as_micros() as u64,
+                    })).collect::<Vec<_>>(),
+                    "splats": splats.iter().map(|l| l.text.clone()).collect::<Vec<_>>(),
+                    "lost": r.lost, "abandoned_threads": r.abandoned,
+                    "cover_pcs": r.cover.values().map(|v| v.len()).sum::<usize>(),
+                }));
+            } else {
+                if a.repeat > 1 {
+                    println!("== run {} of {}", rep + 1, a.repeat);
+                }
+                for o in &r.ops {
+                    println!(
+                        "{:>3} [t{}] {:<60} {} ({:.1} ms)",
+                        o.index,
+                        o.thread,
+                        prog.ops[o.index].print(&d),
+                        describe_outcome(o.outcome.as_ref()),
+                        o.duration.as_secs_f64() * 1000.0
+                    );
+                }
+                let s = r.summary();
+                println!(
+                    "program {} in {:.2}s: {}",
+                    r.program_id,
+                    r.duration.as_secs_f64(),
+                    s.iter()
+                        .map(|(k, v)| format!("{v} {k}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                if !r.cover.is_empty() {
+                    println!(
+                        "kcov: {} PCs",
+                        r.cover.values().map(|v| v.len()).sum::<usize>()
+                    );
+                }
+                for l in &splats {
+                    println!("SPLAT: {}", l.text);
+                }
+            }
+            if let Some(why) = &r.lost {
+                lost = true;
+                eprintln!("hotfuzz: {why}");
+                for l in vm.console().last_lines(20) {
+                    eprintln!("  console: {}", l.text);
+                }
+                break;
+            }
+        }
+    }
+    // The logs are what a run produces: keep them (without the bulky initrd).
+    vm.keep_dir();
+    if a.json {
+        println!("{}", serde_json::Value::Array(reports));
+    }
+    eprintln!("console log: {}", vm.console_log().display());
+    eprintln!("run log:     {}", run_log.display());
+    vm.poweroff(Duration::from_secs(30));
+    Ok(if splat_seen || lost { 1 } else { 0 })
+}
+
+/// `hotfuzz gen`.
+pub fn gen(a: GenArgs) -> Result<i32> {
+    let d = descriptions(a.descriptions.as_deref())?;
+    let st = match &a.state {
+        Some(f) => {
+            let text =
+                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+            serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{}: not a guest state (see `hotfuzz vm state`)",
+                    f.display()
+                )
+            })?
+        }
+        None => GuestState::model(&MachineConfig::new(a.arch)),
+    };
+    for i in 0..a.count.max(1) {
+        let mut g = Generator::new(&d, &st, a.seed.wrapping_add(i));
+        let p = g.generate(a.len);
+        if i > 0 {
+            println!();
+        }
+        print!("{}", p.print(&d));
+    }
+    Ok(0)
+}
+
+/// `hotfuzz vm state`: boot, read the guest's memory state, print it as JSON.
+pub fn vm_state(a: VmStateArgs) -> Result<i32> {
+    let p = a.guest.prepare(program_guest(a.guest.arch, true)?)?;
+    let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let st = GuestState::probe(&vm)?;
+    println!("{}", serde_json::to_string_pretty(&st)?);
+    vm.poweroff(Duration::from_secs(30));
+    Ok(0)
+}

@@ -1,0 +1,14 @@
+//! hotfuzz: programs of memory-hotplug operations, their generation and execution on guests,
+//! and what is learned from running them.
+
+pub mod desc;
+pub mod gen;
+pub mod hostops;
+pub mod image;
+pub mod mutate;
+pub mod prog;
+pub mod prog_file;
+pub mod runner;
+pub mod splat;
+pub mod state;
+pub mod stats;

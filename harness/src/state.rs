@@ -1,0 +1,260 @@
+//! What the guest looks like: memory blocks and their zones, the memory block size, NUMA
+//! nodes, virtio-mem devices with their sizes, and the operations this kernel cannot run.
+//! Read from a real guest ([`GuestState::probe`]) or predicted from a machine configuration
+//! ([`GuestState::model`]) when no guest is at hand.
+
+use anyhow::{Context, Result};
+use hotfuzz_vm::{Arch, MachineConfig, Vm};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One memory block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockState {
+    /// Block number N of memoryN.
+    pub id: u64,
+    /// Online or not.
+    pub online: bool,
+    /// `valid_zones`: the zone when online, the candidates when offline.
+    pub zones: String,
+    /// NUMA node.
+    pub node: u32,
+}
+
+/// One virtio-mem device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceState {
+    /// Index (the value of a `vmem_dev` resource).
+    pub index: u32,
+    /// QOM id.
+    pub id: String,
+    /// Guest physical base address.
+    pub memaddr: u64,
+    /// Maximum size (backend size).
+    pub max: u64,
+    /// Device block size.
+    pub block_size: u64,
+    /// Requested size.
+    pub requested: u64,
+    /// Plugged size.
+    pub size: u64,
+    /// NUMA node.
+    pub node: u32,
+}
+
+/// A snapshot of the guest's memory layout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestState {
+    /// Architecture.
+    pub arch: Arch,
+    /// Page size.
+    pub page_size: u64,
+    /// Memory block size.
+    pub block_size: u64,
+    /// Present memory blocks.
+    pub blocks: Vec<BlockState>,
+    /// NUMA nodes (possible ones).
+    pub nodes: Vec<u32>,
+    /// virtio-mem devices.
+    pub devices: Vec<DeviceState>,
+    /// Boot RAM.
+    pub boot_ram: u64,
+    /// Operations the kernel cannot run.
+    pub unsupported: BTreeSet<String>,
+}
+
+impl GuestState {
+    /// The state a freshly booted guest of `machine` is expected to have.
+    pub fn model(machine: &MachineConfig) -> GuestState {
+        let block_size: u64 = match machine.arch {
+            Arch::X86_64 => 128 << 20,
+            Arch::Ppc64le => 256 << 20,
+        };
+        let nodes: Vec<u32> = (0..machine.numa_nodes.max(1)).collect();
+        let nblocks = machine.memory / block_size;
+        let per_node = (nblocks / nodes.len() as u64).max(1);
+        let blocks = (0..nblocks)
+            .map(|id| BlockState {
+                id,
+                online: true,
+                zones: if id == 0 {
+                    "DMA".into()
+                } else {
+                    "DMA32".into()
+                },
+                node: ((id / per_node) as u32).min(nodes.len() as u32 - 1),
+            })
+            .collect();
+        // q35 puts device memory at 4 GiB (above the PCI hole) for boot RAM <= 2.75 GiB.
+        let mut addr: u64 = 4 << 30;
+        let devices = machine
+            .virtio_mem
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let d = DeviceState {
+                    index: i as u32,
+                    id: v.id.clone(),
+                    memaddr: addr,
+                    max: v.size,
+                    block_size: v.block_size.unwrap_or(2 << 20),
+                    requested: v.requested,
+                    size: v.requested,
+                    node: v.node,
+                };
+                addr += v.size.div_ceil(1 << 30) << 30;
+                d
+            })
+            .collect();
+        GuestState {
+            arch: machine.arch,
+            page_size: if machine.arch == Arch::Ppc64le {
+                64 << 10
+            } else {
+                4096
+            },
+            block_size,
+            blocks,
+            nodes,
+            devices,
+            boot_ram: machine.memory,
+            unsupported: BTreeSet::new(),
+        }
+    }
+
+    /// Reads the state of a running guest (sysfs over ssh, devices over QMP, unsupported
+    /// operations from the executor's probe).
+    pub fn probe(vm: &Vm) -> Result<GuestState> {
+        let script = r#"
+cat /sys/devices/system/memory/block_size_bytes
+getconf PAGESIZE 2>/dev/null || echo 4096
+for n in /sys/devices/system/node/possible; do cat $n 2>/dev/null || echo 0; done
+for d in /sys/devices/system/memory/memory*; do
+  node=$(ls -d $d/node* 2>/dev/null | head -n1)
+  echo "B ${d##*/memory} $(cat $d/state) $(cat $d/valid_zones 2>/dev/null | tr ' ' ,) ${node##*/node}"
+done
+[ -x /usr/bin/hotfuzz-executor ] && /usr/bin/hotfuzz-executor --probe
+"#;
+        let out = vm.run(script).context("reading the guest's memory state")?;
+        let mut lines = out.lines();
+        let block_size = u64::from_str_radix(lines.next().unwrap_or("").trim(), 16)
+            .context("bad block_size_bytes")?;
+        let page_size: u64 = lines
+            .next()
+            .unwrap_or("4096")
+            .trim()
+            .parse()
+            .unwrap_or(4096);
+        let nodes = parse_node_list(lines.next().unwrap_or("0"));
+        let mut blocks = Vec::new();
+        let mut unsupported = BTreeSet::new();
+        for l in lines {
+            if let Some(rest) = l.strip_prefix("B ") {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if f.len() >= 2 {
+                    blocks.push(BlockState {
+                        id: f[0].parse().unwrap_or(0),
+                        online: f[1] == "online",
+                        zones: f.get(2).copied().unwrap_or("").replace(',', " "),
+                        node: f.get(3).and_then(|n| n.parse().ok()).unwrap_or(0),
+                    });
+                }
+            } else if l.starts_with('{') {
+                if let Ok(p) = serde_json::from_str::<hotfuzz_executor::protocol::ProbeResult>(l) {
+                    unsupported.extend(p.unsupported.into_keys());
+                }
+            }
+        }
+        blocks.sort_by_key(|b| b.id);
+        let machine = vm.machine();
+        let mut devices = Vec::new();
+        if machine.arch == Arch::X86_64 {
+            let devs = vm.qmp().query_memory_devices()?;
+            for (i, d) in devs.iter().filter(|d| d.kind == "virtio-mem").enumerate() {
+                devices.push(DeviceState {
+                    index: i as u32,
+                    id: d.id.clone().unwrap_or_default(),
+                    memaddr: d.memaddr.unwrap_or(0),
+                    max: d.max_size.unwrap_or(0),
+                    block_size: d.block_size.unwrap_or(2 << 20),
+                    requested: d.requested_size.unwrap_or(0),
+                    size: d.size,
+                    node: d.node.unwrap_or(0) as u32,
+                });
+            }
+        }
+        Ok(GuestState {
+            arch: machine.arch,
+            page_size,
+            block_size,
+            blocks,
+            nodes,
+            devices,
+            boot_ram: machine.memory,
+            unsupported,
+        })
+    }
+
+    /// Memory block ids virtio-mem devices can ever provide (present or not).
+    pub fn hotplug_blocks(&self) -> Vec<u64> {
+        let mut v = Vec::new();
+        for d in &self.devices {
+            let first = d.memaddr / self.block_size;
+            let n = d.max / self.block_size;
+            v.extend(first..first + n);
+        }
+        v
+    }
+
+    /// Pages per memory block.
+    pub fn pages_per_block(&self) -> u64 {
+        (self.block_size / self.page_size.max(1)).max(1)
+    }
+}
+
+/// Parses a kernel node list like `0-1,3`.
+pub fn parse_node_list(s: &str) -> Vec<u32> {
+    let mut v = Vec::new();
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    v.extend(a..=b.min(a + 1024));
+                }
+            }
+            None => {
+                if let Ok(n) = part.parse() {
+                    v.push(n);
+                }
+            }
+        }
+    }
+    if v.is_empty() {
+        v.push(0);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_lists() {
+        assert_eq!(parse_node_list("0"), vec![0]);
+        assert_eq!(parse_node_list("0-2,5\n"), vec![0, 1, 2, 5]);
+        assert_eq!(parse_node_list("garbage"), vec![0]);
+    }
+
+    #[test]
+    fn model_of_the_default_machine() {
+        let s = GuestState::model(&MachineConfig::new(Arch::X86_64));
+        assert_eq!(s.blocks.len(), 8);
+        assert_eq!(s.devices.len(), 1);
+        assert_eq!(s.devices[0].memaddr, 4 << 30);
+        let hb = s.hotplug_blocks();
+        assert_eq!(hb.first(), Some(&32));
+        assert_eq!(hb.len(), 32);
+        assert_eq!(s.pages_per_block(), 32768);
+    }
+}

@@ -1,0 +1,452 @@
+//! Runs a program: one OS thread per program thread, operations of a thread in order,
+//! arguments that refer to earlier results wait for them, host operations are handed to the
+//! runner, and a watchdog enforces every operation's deadline with a signal (offlining can
+//! block forever). An operation that does not return after being signalled is reported stuck
+//! and its thread abandoned; the program still ends.
+
+use crate::kcov::Kcov;
+use crate::ops::{self, Args, Ctx, Val};
+use crate::protocol::{Event, ExecArg, ExecProgram, HostReply, Outcome};
+use crate::sys;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long an operation may keep running after its deadline signal before it is
+/// declared stuck.
+pub const GRACE: Duration = Duration::from_secs(2);
+const PENDING: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+
+struct Running {
+    tid: libc::pthread_t,
+    op: usize,
+    deadline: Instant,
+    last_signal: Option<Instant>,
+}
+
+/// Where events go.
+pub type Sink = Box<dyn Write + Send>;
+
+/// A program being executed.
+pub struct Engine {
+    prog: ExecProgram,
+    ctx: Ctx,
+    out: Mutex<Sink>,
+    state: Vec<AtomicU8>,
+    results: Mutex<Vec<Option<Outcome>>>,
+    cond: Condvar,
+    host_waiters: Mutex<HashMap<usize, mpsc::SyncSender<Outcome>>>,
+    running: Mutex<HashMap<u32, Running>>,
+    signalled: Mutex<BTreeSet<usize>>,
+    threads_left: Mutex<BTreeSet<u32>>,
+    abandoned: Mutex<BTreeSet<u32>>,
+    cover: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
+    deadline: Instant,
+    kcov: bool,
+    kmsg: Option<sys::Fd>,
+}
+
+extern "C" fn on_deadline(_: i32) {
+    crate::ops::note_deadline();
+}
+
+/// Installs the deadline signal (SIGUSR1) handler without SA_RESTART, so that a blocked
+/// system call returns EINTR instead of being restarted.
+pub fn install_deadline_signal() {
+    // SAFETY: installing a no-op handler.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_deadline as *const () as usize;
+        sa.sa_flags = 0;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut());
+    }
+}
+
+impl Engine {
+    /// Prepares `prog`, writing events to `out`.
+    pub fn new(prog: ExecProgram, out: Sink) -> Arc<Engine> {
+        let n = prog.ops.len();
+        let deadline = Instant::now() + Duration::from_millis(prog.timeout_ms.max(1));
+        let threads: BTreeSet<u32> = prog.ops.iter().map(|o| o.thread).collect();
+        let kcov = prog.kcov && sys::exists(crate::kcov::KCOV);
+        let kmsg = prog
+            .kmsg_id
+            .as_ref()
+            .and_then(|_| sys::open("/dev/kmsg", libc::O_WRONLY).ok());
+        Arc::new(Engine {
+            prog,
+            ctx: Ctx::default(),
+            out: Mutex::new(out),
+            state: (0..n).map(|_| AtomicU8::new(PENDING)).collect(),
+            results: Mutex::new(vec![None; n]),
+            cond: Condvar::new(),
+            host_waiters: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            signalled: Mutex::new(BTreeSet::new()),
+            threads_left: Mutex::new(threads),
+            abandoned: Mutex::new(BTreeSet::new()),
+            cover: Mutex::new(BTreeMap::new()),
+            deadline,
+            kcov,
+            kmsg,
+        })
+    }
+
+    /// Whether KCOV is collected.
+    pub fn kcov(&self) -> bool {
+        self.kcov
+    }
+
+    /// Writes one event line. A broken stdout (the runner went away) ends the executor.
+    pub fn emit(&self, ev: &Event) {
+        let line = match serde_json::to_string(ev) {
+            Ok(l) => l,
+            Err(_) => return,
+        };
+        let mut o = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if writeln!(o, "{line}").and_then(|_| o.flush()).is_err() {
+            // SAFETY: nothing left to report to.
+            unsafe { libc::_exit(3) };
+        }
+    }
+
+    /// Delivers a host operation's result from the runner.
+    pub fn host_reply(&self, r: HostReply) {
+        if let Some(tx) = lock(&self.host_waiters).remove(&r.i) {
+            let _ = tx.send(r.outcome);
+        }
+    }
+
+    /// Runs the program to its end and emits coverage and [`Event::End`].
+    pub fn run(self: &Arc<Engine>) {
+        let mut per_thread: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+        for (i, op) in self.prog.ops.iter().enumerate() {
+            per_thread.entry(op.thread).or_default().push(i);
+        }
+        let start = Arc::new(std::sync::Barrier::new(per_thread.len() + 1));
+        for (t, ops) in per_thread {
+            let e = self.clone();
+            let b = start.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("t{t}"))
+                .stack_size(1 << 20)
+                .spawn(move || {
+                    b.wait();
+                    e.thread_main(t, &ops);
+                });
+            if spawned.is_err() {
+                // Could not create the thread: its operations never run.
+                self.emit(&Event::Log {
+                    msg: format!("cannot start thread {t}"),
+                });
+                lock(&self.threads_left).remove(&t);
+            }
+        }
+        let threads_started = Arc::strong_count(&start) - 1;
+        if threads_started > 0 {
+            start.wait();
+        }
+        self.watch();
+        for (t, pcs) in std::mem::take(&mut *lock(&self.cover)) {
+            self.emit(&Event::Cover {
+                t,
+                pcs: pcs.into_iter().collect(),
+            });
+        }
+        let abandoned = lock(&self.abandoned).iter().copied().collect();
+        self.emit(&Event::End { abandoned });
+    }
+
+    /// The watchdog: signals operations past their deadline, abandons stuck ones, and returns
+    /// when every thread is finished or abandoned.
+    fn watch(&self) {
+        loop {
+            if lock(&self.threads_left).is_empty() {
+                return;
+            }
+            let now = Instant::now();
+            let program_over = now >= self.deadline;
+            let mut stuck: Vec<(u32, usize)> = Vec::new();
+            {
+                let mut run = lock(&self.running);
+                for (&t, r) in run.iter_mut() {
+                    if now < r.deadline && !program_over {
+                        continue;
+                    }
+                    if r.last_signal
+                        .is_none_or(|s| now - s >= Duration::from_millis(50))
+                    {
+                        lock(&self.signalled).insert(r.op);
+                        // SAFETY: signalling a live thread of this process (it is registered
+                        // only while it runs the operation).
+                        unsafe { libc::pthread_kill(r.tid, libc::SIGUSR1) };
+                        r.last_signal = Some(now);
+                    }
+                    let limit = if program_over {
+                        r.deadline.min(self.deadline)
+                    } else {
+                        r.deadline
+                    };
+                    if now >= limit + GRACE {
+                        stuck.push((t, r.op));
+                    }
+                }
+                for (t, _) in &stuck {
+                    run.remove(t);
+                }
+            }
+            for (t, i) in stuck {
+                self.abandon(t, i);
+            }
+            if program_over && now >= self.deadline + GRACE * 2 {
+                // Threads waiting on dependencies or host replies: give up on them too.
+                let left: Vec<u32> = lock(&self.threads_left).iter().copied().collect();
+                for t in left {
+                    self.abandon_thread(t, "program timeout");
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn abandon(&self, t: u32, i: usize) {
+        if self.state[i]
+            .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            let dur = Duration::from_millis(self.prog.ops[i].timeout_ms) + GRACE;
+            self.store(i, Outcome::Stuck);
+            self.emit(&Event::Done {
+                i,
+                t,
+                outcome: Outcome::Stuck,
+                dur_us: dur.as_micros() as u64,
+                kt_ns: sys::monotonic_ns(),
+            });
+        }
+        self.abandon_thread(t, "thread stuck in an earlier operation");
+    }
+
+    fn abandon_thread(&self, t: u32, why: &str) {
+        lock(&self.abandoned).insert(t);
+        for (i, op) in self.prog.ops.iter().enumerate() {
+            if op.thread == t
+                && self.state[i]
+                    .compare_exchange(PENDING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                let o = Outcome::Skipped { why: why.into() };
+                self.store(i, o.clone());
+                self.emit(&Event::Done {
+                    i,
+                    t,
+                    outcome: o,
+                    dur_us: 0,
+                    kt_ns: sys::monotonic_ns(),
+                });
+            }
+        }
+        lock(&self.threads_left).remove(&t);
+    }
+
+    fn store(&self, i: usize, o: Outcome) {
+        lock(&self.results)[i] = Some(o);
+        self.cond.notify_all();
+    }
+
+    fn thread_main(&self, t: u32, ops: &[usize]) {
+        let kcov = if self.kcov { Kcov::open() } else { None };
+        let mut cover = BTreeSet::new();
+        for &i in ops {
+            if lock(&self.abandoned).contains(&t) {
+                return;
+            }
+            if self.state[i]
+                .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                continue;
+            }
+            let op = &self.prog.ops[i];
+            let args = match self.resolve(i) {
+                Ok(a) => a,
+                Err(why) => {
+                    self.finish(t, i, Outcome::Skipped { why }, Duration::ZERO);
+                    continue;
+                }
+            };
+            self.mark(i, t);
+            self.emit(&Event::Start {
+                i,
+                t,
+                kt_ns: sys::monotonic_ns(),
+            });
+            let started = Instant::now();
+            let outcome = if op.host {
+                self.host_call(i, &args)
+            } else {
+                match ops::find(&op.name) {
+                    None => Outcome::Unsupported {
+                        why: format!("the executor does not implement {}", op.name),
+                    },
+                    Some(entry) => match ops::unsupported(entry) {
+                        Some(why) => Outcome::Unsupported { why },
+                        None => {
+                            // SAFETY: pthread_self has no preconditions.
+                            let tid = unsafe { libc::pthread_self() };
+                            lock(&self.running).insert(
+                                t,
+                                Running {
+                                    tid,
+                                    op: i,
+                                    deadline: started + Duration::from_millis(op.timeout_ms.max(1)),
+                                    last_signal: None,
+                                },
+                            );
+                            if let Some(k) = &kcov {
+                                k.reset();
+                            }
+                            ops::clear_deadline();
+                            let o = (entry.run)(&self.ctx, &args);
+                            if let Some(k) = &kcov {
+                                k.collect(&mut cover);
+                            }
+                            lock(&self.running).remove(&t);
+                            let was_signalled = lock(&self.signalled).contains(&i);
+                            match o {
+                                Outcome::Errno { errno, .. } if was_signalled => {
+                                    Outcome::Timeout { errno }
+                                }
+                                Outcome::Ok { .. } | Outcome::Errno { .. } if was_signalled => {
+                                    // Finished right at the deadline; keep what it said.
+                                    o
+                                }
+                                o => o,
+                            }
+                        }
+                    },
+                }
+            };
+            self.finish(t, i, outcome, started.elapsed());
+        }
+        if !cover.is_empty() {
+            lock(&self.cover).insert(t, cover);
+        }
+        lock(&self.threads_left).remove(&t);
+    }
+
+    /// Writes the operation's start marker to the kernel log.
+    fn mark(&self, i: usize, t: u32) {
+        if let (Some(fd), Some(id)) = (&self.kmsg, &self.prog.kmsg_id) {
+            let line = format!(
+                "<6>hotfuzz: executing program {id} op {i} (thread {t}): {}\n",
+                self.prog.ops[i].name
+            );
+            // SAFETY: writing a buffer we own to our own fd; failures are ignored.
+            unsafe { libc::write(fd.0, line.as_ptr().cast(), line.len()) };
+        }
+    }
+
+    fn finish(&self, t: u32, i: usize, outcome: Outcome, dur: Duration) {
+        if self.state[i]
+            .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            // Abandoned meanwhile: the watchdog already reported it.
+            return;
+        }
+        self.store(i, outcome.clone());
+        self.emit(&Event::Done {
+            i,
+            t,
+            outcome,
+            dur_us: dur.as_micros() as u64,
+            kt_ns: sys::monotonic_ns(),
+        });
+    }
+
+    /// Resolves arguments, waiting for results that references point to.
+    fn resolve(&self, i: usize) -> Result<Args, String> {
+        let op = &self.prog.ops[i];
+        let mut args = Args::default();
+        for (name, a) in &op.args {
+            let v = match a {
+                ExecArg::Int(v) => Val::Int(*v),
+                ExecArg::Str(s) => Val::Str(s.clone()),
+                ExecArg::Ref(j) => {
+                    if *j >= i {
+                        return Err(format!("argument {name} refers to a later operation"));
+                    }
+                    match self.wait_result(*j) {
+                        Some(Outcome::Ok { val: Some(v) }) => Val::Int(v),
+                        Some(o) => {
+                            return Err(format!(
+                                "argument {name}: operation {j} gave no value ({})",
+                                o.class()
+                            ))
+                        }
+                        None => {
+                            return Err(format!("argument {name}: operation {j} never finished"))
+                        }
+                    }
+                }
+            };
+            args.map.insert(name.clone(), v);
+        }
+        Ok(args)
+    }
+
+    fn wait_result(&self, j: usize) -> Option<Outcome> {
+        let mut r = lock(&self.results);
+        loop {
+            if let Some(o) = &r[j] {
+                return Some(o.clone());
+            }
+            let now = Instant::now();
+            if now >= self.deadline {
+                return None;
+            }
+            r = self
+                .cond
+                .wait_timeout(r, (self.deadline - now).min(Duration::from_millis(100)))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn host_call(&self, i: usize, args: &Args) -> Outcome {
+        let (tx, rx) = mpsc::sync_channel(1);
+        lock(&self.host_waiters).insert(i, tx);
+        let args = args
+            .map
+            .iter()
+            .map(|(k, v)| {
+                let a = match v {
+                    Val::Int(n) => ExecArg::Int(*n),
+                    Val::Str(s) => ExecArg::Str(s.clone()),
+                };
+                (k.clone(), a)
+            })
+            .collect();
+        self.emit(&Event::Host { i, args });
+        let limit = Duration::from_millis(self.prog.ops[i].timeout_ms) + Duration::from_secs(30);
+        let wait = limit.min(self.deadline.saturating_duration_since(Instant::now()) + GRACE);
+        match rx.recv_timeout(wait) {
+            Ok(o) => o,
+            Err(_) => {
+                lock(&self.host_waiters).remove(&i);
+                Outcome::Stuck
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,105 @@
+//! Memory blocks (`/sys/devices/system/memory`) and the hotplug policy knobs.
+
+use super::{arg, done, Args, Ctx};
+use crate::protocol::Outcome;
+use crate::sys;
+
+const MEMORY: &str = "/sys/devices/system/memory";
+/// `memory_hotplug.online_policy`.
+pub const ONLINE_POLICY: &str = "/sys/module/memory_hotplug/parameters/online_policy";
+/// `memory_hotplug.auto_movable_ratio`.
+pub const AUTO_MOVABLE_RATIO: &str = "/sys/module/memory_hotplug/parameters/auto_movable_ratio";
+/// `virtio_mem.unplug_online`.
+pub const UNPLUG_ONLINE: &str = "/sys/module/virtio_mem/parameters/unplug_online";
+
+/// `memoryN/state` ← online | online_kernel | online_movable | offline (or anything else:
+/// invalid strings are part of the game).
+pub fn state(_: &Ctx, a: &Args) -> Outcome {
+    let block = arg!(a.int("block"));
+    let st = arg!(a.str("state"));
+    done(sys::write_str(&format!("{MEMORY}/memory{block}/state"), st))
+}
+
+/// `memoryN/online` ← 0 | 1 (driver core: already-in-state is success).
+pub fn online(_: &Ctx, a: &Args) -> Outcome {
+    let block = arg!(a.int("block"));
+    let on = arg!(a.int("on"));
+    done(sys::write_str(
+        &format!("{MEMORY}/memory{block}/online"),
+        if on != 0 { "1" } else { "0" },
+    ))
+}
+
+/// Block ids currently present, ascending.
+pub fn block_ids() -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(MEMORY)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_prefix("memory"))
+                        .and_then(|n| n.parse().ok())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable();
+    v
+}
+
+/// Finds the `nth` block (modulo the number of matches) that is `which`: any, online,
+/// offline, movable (online in ZONE_MOVABLE), normal (online in a kernel zone), or last
+/// (counting from the highest id). Returns its id; ENOENT when none matches.
+pub fn find(_: &Ctx, a: &Args) -> Outcome {
+    let which = arg!(a.str("which"));
+    let nth = arg!(a.int("nth"));
+    let mut ids = block_ids();
+    let pred = |id: u64| -> bool {
+        let st = sys::read_str(&format!("{MEMORY}/memory{id}/state")).unwrap_or_default();
+        let zones =
+            || sys::read_str(&format!("{MEMORY}/memory{id}/valid_zones")).unwrap_or_default();
+        match which {
+            "online" => st == "online",
+            "offline" => st == "offline",
+            "movable" => st == "online" && zones() == "Movable",
+            "normal" => st == "online" && zones() != "Movable",
+            _ => true,
+        }
+    };
+    if which == "last" {
+        ids.reverse();
+    }
+    let matching: Vec<u64> = ids.into_iter().filter(|&id| pred(id)).collect();
+    if matching.is_empty() {
+        return Outcome::errno(libc::ENOENT);
+    }
+    Outcome::val(matching[(nth % matching.len() as u64) as usize])
+}
+
+/// `/sys/devices/system/memory/auto_online_blocks`.
+pub fn auto_online_blocks(_: &Ctx, a: &Args) -> Outcome {
+    let v = arg!(a.str("policy"));
+    done(sys::write_str(&format!("{MEMORY}/auto_online_blocks"), v))
+}
+
+/// `memory_hotplug.online_policy` (contig-zones | auto-movable).
+pub fn online_policy(_: &Ctx, a: &Args) -> Outcome {
+    let v = arg!(a.str("policy"));
+    done(sys::write_str(ONLINE_POLICY, v))
+}
+
+/// `memory_hotplug.auto_movable_ratio` (percent).
+pub fn auto_movable_ratio(_: &Ctx, a: &Args) -> Outcome {
+    let v = arg!(a.int("ratio"));
+    done(sys::write_str(AUTO_MOVABLE_RATIO, &v.to_string()))
+}
+
+/// `virtio_mem.unplug_online` (may virtio-mem unplug online memory).
+pub fn unplug_online(_: &Ctx, a: &Args) -> Outcome {
+    let v = arg!(a.int("on"));
+    done(sys::write_str(
+        UNPLUG_ONLINE,
+        if v != 0 { "Y" } else { "N" },
+    ))
+}

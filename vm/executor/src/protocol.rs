@@ -1,0 +1,238 @@
+//! The executor's wire protocol, shared with the host-side runner.
+//!
+//! The runner starts `hotfuzz-executor` over ssh and writes one JSON line: an
+//! [`ExecProgram`]. The executor answers with JSON lines of [`Event`]s on stdout. When one of
+//! its threads reaches a host operation (QMP, done by the runner) it emits
+//! [`Event::Host`] and waits for a [`HostReply`] line on stdin. [`Event::End`] closes the
+//! program; the runner never waits for EOF (a thread stuck in the kernel can keep the process,
+//! and so stdout, alive).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Bumped when the protocol changes; the runner refuses a mismatching executor.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A program as the executor runs it: names and resolved argument values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecProgram {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Operations in program order.
+    pub ops: Vec<ExecOp>,
+    /// Collect KCOV coverage when the kernel offers it.
+    #[serde(default)]
+    pub kcov: bool,
+    /// Hard limit for the whole program in milliseconds.
+    pub timeout_ms: u64,
+    /// When set, each operation's start is also written to the kernel log
+    /// (`hotfuzz: executing program ID op N (thread T): NAME`), so the console shows exactly
+    /// which operation ran before each kernel message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kmsg_id: Option<String>,
+}
+
+/// One operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOp {
+    /// Position in the program.
+    pub index: usize,
+    /// Thread it runs on; operations of one thread run in order.
+    pub thread: u32,
+    /// Operation name (from the descriptions).
+    pub name: String,
+    /// Executed by the runner on the host (QMP), not in the guest.
+    #[serde(default)]
+    pub host: bool,
+    /// Arguments by name.
+    pub args: BTreeMap<String, ExecArg>,
+    /// Deadline in milliseconds; past it the thread is interrupted with a signal.
+    pub timeout_ms: u64,
+}
+
+/// An argument value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecArg {
+    /// An integer (two's complement for negative values).
+    Int(u64),
+    /// A string.
+    Str(String),
+    /// The value returned by the operation at this program index.
+    Ref(usize),
+}
+
+/// How an operation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum Outcome {
+    /// Succeeded; resource-producing operations return a value.
+    Ok {
+        /// The produced value, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        val: Option<u64>,
+    },
+    /// Failed with an errno (the kernel's answer, or the runner's for host operations).
+    Errno {
+        /// Positive errno.
+        errno: i32,
+        /// What failed, when more than the errno is known.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        msg: String,
+    },
+    /// The running kernel lacks the interface (no gup_test, no memtrace, ...).
+    Unsupported {
+        /// What is missing.
+        why: String,
+    },
+    /// Still running at its deadline; interrupted by a signal and returned (offline gave up).
+    Timeout {
+        /// errno the interrupted call returned (EINTR, usually).
+        errno: i32,
+    },
+    /// Did not return even after being signalled; its thread was abandoned.
+    Stuck,
+    /// Not run: an argument's producer failed or was stuck, or its thread was abandoned.
+    Skipped {
+        /// Why.
+        why: String,
+    },
+}
+
+impl Outcome {
+    /// A plain success.
+    pub fn ok() -> Outcome {
+        Outcome::Ok { val: None }
+    }
+
+    /// A success producing `val`.
+    pub fn val(val: u64) -> Outcome {
+        Outcome::Ok { val: Some(val) }
+    }
+
+    /// An errno failure.
+    pub fn errno(errno: i32) -> Outcome {
+        Outcome::Errno {
+            errno,
+            msg: String::new(),
+        }
+    }
+
+    /// Short class name used in summaries and state signatures.
+    pub fn class(&self) -> String {
+        match self {
+            Outcome::Ok { .. } => "ok".into(),
+            Outcome::Errno { errno, .. } => format!("errno:{errno}"),
+            Outcome::Unsupported { .. } => "unsupported".into(),
+            Outcome::Timeout { .. } => "timeout".into(),
+            Outcome::Stuck => "stuck".into(),
+            Outcome::Skipped { .. } => "skipped".into(),
+        }
+    }
+}
+
+/// Executor → runner messages (one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "ev")]
+pub enum Event {
+    /// The executor started and understood the program.
+    Hello {
+        /// Protocol version.
+        version: u32,
+        /// Whether KCOV is collected.
+        kcov: bool,
+    },
+    /// An operation started. `kt_ns` is the guest's CLOCK_MONOTONIC (comparable to printk
+    /// timestamps).
+    Start {
+        /// Program index.
+        i: usize,
+        /// Thread.
+        t: u32,
+        /// Guest monotonic time in nanoseconds.
+        kt_ns: u64,
+    },
+    /// An operation finished.
+    Done {
+        /// Program index.
+        i: usize,
+        /// Thread.
+        t: u32,
+        /// Result.
+        outcome: Outcome,
+        /// Duration in microseconds.
+        dur_us: u64,
+        /// Guest monotonic time in nanoseconds.
+        kt_ns: u64,
+    },
+    /// Please run host operation `i` and answer with a [`HostReply`]. References among its
+    /// arguments are already resolved to the values they refer to.
+    Host {
+        /// Program index.
+        i: usize,
+        /// Arguments by name (only `int` and `str`).
+        args: BTreeMap<String, ExecArg>,
+    },
+    /// KCOV PCs a thread covered (deduplicated, sorted).
+    Cover {
+        /// Thread.
+        t: u32,
+        /// Kernel PCs.
+        pcs: Vec<u64>,
+    },
+    /// A diagnostic message.
+    Log {
+        /// Text.
+        msg: String,
+    },
+    /// The program is over. `abandoned` lists threads left stuck in the kernel.
+    End {
+        /// Abandoned threads.
+        abandoned: Vec<u32>,
+    },
+}
+
+/// Runner → executor: the result of a host operation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostReply {
+    /// Program index.
+    pub i: usize,
+    /// Result.
+    pub outcome: Outcome,
+}
+
+/// Output of `hotfuzz-executor --probe`: which operations this kernel cannot run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeResult {
+    /// Operation name → reason.
+    pub unsupported: BTreeMap<String, String>,
+    /// Guest operations the executor implements.
+    pub implemented: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_as_tagged_json() {
+        let e = Event::Done {
+            i: 3,
+            t: 1,
+            outcome: Outcome::Errno {
+                errno: 16,
+                msg: String::new(),
+            },
+            dur_us: 5,
+            kt_ns: 7,
+        };
+        let s = serde_json::to_string(&e).unwrap();
+        assert_eq!(
+            s,
+            r#"{"ev":"done","i":3,"t":1,"outcome":{"status":"errno","errno":16},"dur_us":5,"kt_ns":7}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
+        let a = serde_json::to_string(&ExecArg::Ref(2)).unwrap();
+        assert_eq!(a, r#"{"ref":2}"#);
+    }
+}
