@@ -27,11 +27,74 @@ pub enum Command {
     /// Measure hotfuzz on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Boot a guest, run a program (file or - for stdin), print per-operation results and
-    /// console lines that look like splats. Exit status 1 if a splat appeared.
+    /// Boot a guest, run a program (file or - for stdin), print per-operation results and the
+    /// reports it caused (kernel splats and harness oracles). Exit status 1 if there was one.
     Run(Box<RunArgs>),
     /// Print a generated program.
     Gen(GenArgs),
+    /// Parse console logs into reports; list the report store.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+/// `hotfuzz report ...`
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Print the reports in a console log or a pasted splat (FILE or - for stdin). Exit status
+    /// 1 when there is at least one.
+    Parse(Box<ReportParseArgs>),
+    /// Show the report store.
+    List(ReportListArgs),
+}
+
+/// Arguments of `hotfuzz report parse`.
+#[derive(Debug, clap::Args)]
+pub struct ReportParseArgs {
+    /// Log file, or - for stdin.
+    pub file: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Titles and facts only, not the report text.
+    #[arg(long)]
+    pub brief: bool,
+    /// Add file:line to frames (needs debug info: a kernel build's vmlinux, or --module files).
+    #[arg(long)]
+    pub symbolize: bool,
+    /// A module with debug info for --symbolize (repeatable), e.g. the bug zoo's bugzoo.ko.
+    #[arg(long)]
+    pub module: Vec<std::path::PathBuf>,
+    /// Kernel for --symbolize (default: the Debian default kernel).
+    #[arg(long)]
+    pub kernel: Option<std::path::PathBuf>,
+    /// Architecture for --symbolize.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: hotfuzz_vm::Arch,
+}
+
+impl ReportParseArgs {
+    /// The kernel whose symbols are used.
+    pub fn kernel_source(&self) -> hotfuzz_vm::KernelSource {
+        match &self.kernel {
+            Some(p) => hotfuzz_vm::KernelSource::Path {
+                path: p.clone(),
+                modules: None,
+                system_map: None,
+            },
+            None => hotfuzz_vm::KernelSource::DebianDefault,
+        }
+    }
+}
+
+/// Arguments of `hotfuzz report list`.
+#[derive(Debug, clap::Args)]
+pub struct ReportListArgs {
+    /// The report store.
+    #[arg(long, default_value = "reports")]
+    pub dir: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `hotfuzz run`.
@@ -51,6 +114,12 @@ pub struct RunArgs {
     /// Write the run log here (default: run.log in the VM directory).
     #[arg(long)]
     pub run_log: Option<std::path::PathBuf>,
+    /// File reports into this report store (e.g. reports).
+    #[arg(long)]
+    pub store: Option<std::path::PathBuf>,
+    /// Seconds virtio-mem devices get to reach their requested size after the program.
+    #[arg(long, default_value_t = 10)]
+    pub settle: u64,
     /// Load descriptions from this directory instead of the embedded ones.
     #[arg(long)]
     pub descriptions: Option<std::path::PathBuf>,
@@ -100,6 +169,23 @@ pub enum BenchCommand {
     Exec(Box<BenchExecArgs>),
     /// Generator throughput (no guest).
     Gen(BenchGenArgs),
+    /// Console parser throughput and memory on a large log built from real console logs.
+    Parse(BenchParseArgs),
+}
+
+/// Arguments of `hotfuzz bench parse`.
+#[derive(Debug, clap::Args)]
+pub struct BenchParseArgs {
+    /// Console logs to concatenate into the benchmark log (e.g. harness/testdata/report/*.log;
+    /// a golden file's header is dropped).
+    #[arg(required = true)]
+    pub logs: Vec<std::path::PathBuf>,
+    /// Size of the benchmark log, in MiB.
+    #[arg(long, default_value_t = 100)]
+    pub mib: usize,
+    /// Times the log is parsed.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
 }
 
 /// Arguments of `hotfuzz bench exec`.
@@ -213,8 +299,11 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(BenchCommand::Vm(a)) => crate::cmd_bench::vm(*a),
         Command::Bench(BenchCommand::Exec(a)) => crate::cmd_bench::exec(*a),
         Command::Bench(BenchCommand::Gen(a)) => crate::cmd_bench::gen(a),
+        Command::Bench(BenchCommand::Parse(a)) => crate::cmd_bench::parse(a),
         Command::Vm(VmCommand::State(a)) => crate::cmd_prog::vm_state(*a),
         Command::Run(a) => crate::cmd_prog::run(*a),
         Command::Gen(a) => crate::cmd_prog::gen(a),
+        Command::Report(ReportCommand::Parse(a)) => crate::cmd_report::parse(*a),
+        Command::Report(ReportCommand::List(a)) => crate::cmd_report::list(a),
     }
 }

@@ -253,3 +253,79 @@ pub fn gen(a: crate::cli::BenchGenArgs) -> Result<i32> {
     );
     Ok(0)
 }
+
+/// Peak resident set size of this process, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// `hotfuzz bench parse`: streams a large console log (real logs concatenated) through the
+/// report parser, as `hotfuzz report parse FILE` does.
+pub fn parse(a: crate::cli::BenchParseArgs) -> Result<i32> {
+    use anyhow::Context;
+    use std::io::Write;
+    let mut logs = Vec::new();
+    for p in &a.logs {
+        let t = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        // Golden files: drop the header (up to the first blank line) when there is one.
+        let body = match t.split_once("\n\n") {
+            Some((head, body)) if head.lines().all(|l| l.starts_with('#') || l.contains(": ")) => {
+                body.to_string()
+            }
+            _ => t,
+        };
+        logs.push(body);
+    }
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let path = dir.path().join("big.log");
+    let target = a.mib << 20;
+    let mut size = 0usize;
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        'fill: loop {
+            for l in &logs {
+                f.write_all(l.as_bytes())?;
+                size += l.len();
+                if size >= target {
+                    break 'fill;
+                }
+            }
+        }
+        f.flush()?;
+    }
+    let before = peak_rss_kib();
+    let mut runs = Vec::new();
+    let mut found = 0;
+    let mut held = 0;
+    for _ in 0..a.rounds.max(1) {
+        let t = Instant::now();
+        let f = std::fs::File::open(&path)?;
+        let reports = hotfuzz::report::linux::parse_reader(std::io::BufReader::new(f))?;
+        runs.push(t.elapsed());
+        found = reports.len();
+        held = reports.iter().map(|r| r.text.len()).sum::<usize>();
+    }
+    let grew = peak_rss_kib().saturating_sub(before);
+    let s = Summary::of(&runs).expect("at least one round");
+    let mb = size as f64 / 1e6;
+    println!(
+        "{:.1} MB log from {} logs, {found} reports, {} rounds: median {:.1} MB/s (min {:.1}, max {:.1}); peak RSS grew {} KiB (the reports' text: {} KiB)",
+        mb,
+        logs.len(),
+        runs.len(),
+        mb / (s.median_ms / 1000.0),
+        mb / (s.max_ms / 1000.0),
+        mb / (s.min_ms / 1000.0),
+        grew,
+        held / 1024
+    );
+    Ok(0)
+}

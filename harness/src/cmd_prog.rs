@@ -31,9 +31,14 @@ pub fn run(a: RunArgs) -> Result<i32> {
         Some(p) => p.clone(),
         None => vm.dir().join("run.log"),
     };
-    let mut splat_seen = false;
+    let mut reported = false;
     let mut lost = false;
-    let mut reports = Vec::new();
+    let store = match &a.store {
+        Some(dir) => Some(hotfuzz::store::Store::open(dir)?),
+        None => None,
+    };
+    let kinfo = hotfuzz::analyze::kernel_info(&p.kernel);
+    let mut json_runs = Vec::new();
     {
         let mut runner = Runner::new(&vm, &run_log)?;
         let opts = RunOptions {
@@ -43,10 +48,19 @@ pub fn run(a: RunArgs) -> Result<i32> {
         };
         for rep in 0..a.repeat.max(1) {
             let r = runner.run(&d, &prog, &opts)?;
-            let splats = r.splats();
-            splat_seen |= !splats.is_empty();
+            let reports = hotfuzz::analyze::reports(&vm, &prog, &r, Duration::from_secs(a.settle));
+            reported |= !reports.is_empty();
+            if let Some(store) = &store {
+                for f in hotfuzz::analyze::file(store, &reports, &r, &vm, &run_log, &kinfo)? {
+                    eprintln!(
+                        "hotfuzz: {} report {}",
+                        if f.new { "new" } else { "known" },
+                        f.dir.display()
+                    );
+                }
+            }
             if a.json {
-                reports.push(json!({
+                json_runs.push(json!({
                     "repeat": rep,
                     "program": r.program_id,
                     "duration_ms": r.duration.as_millis() as u64,
@@ -54,7 +68,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
                         "index": o.index, "thread": o.thread, "op": prog.ops[o.index].print(&d),
                         "outcome": o.outcome, "dur_us": o.duration.as_micros() as u64,
                     })).collect::<Vec<_>>(),
-                    "splats": splats.iter().map(|l| l.text.clone()).collect::<Vec<_>>(),
+                    "reports": reports,
                     "lost": r.lost, "abandoned_threads": r.abandoned,
                     "cover_pcs": r.cover.values().map(|v| v.len()).sum::<usize>(),
                 }));
@@ -88,8 +102,16 @@ pub fn run(a: RunArgs) -> Result<i32> {
                         r.cover.values().map(|v| v.len()).sum::<usize>()
                     );
                 }
-                for l in &splats {
-                    println!("SPLAT: {}", l.text);
+                for rep in &reports {
+                    println!(
+                        "REPORT: {}{}",
+                        rep.title,
+                        if rep.corrupted.is_some() {
+                            " (corrupted)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
             }
             if let Some(why) = &r.lost {
@@ -105,12 +127,12 @@ pub fn run(a: RunArgs) -> Result<i32> {
     // The logs are what a run produces: keep them (without the bulky initrd).
     vm.keep_dir();
     if a.json {
-        println!("{}", serde_json::Value::Array(reports));
+        println!("{}", serde_json::Value::Array(json_runs));
     }
     eprintln!("console log: {}", vm.console_log().display());
     eprintln!("run log:     {}", run_log.display());
     vm.poweroff(Duration::from_secs(30));
-    Ok(if splat_seen || lost { 1 } else { 0 })
+    Ok(if reported || lost { 1 } else { 0 })
 }
 
 /// `hotfuzz gen`.

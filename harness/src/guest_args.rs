@@ -58,6 +58,11 @@ pub struct GuestArgs {
     /// (repeatable; NAME:PARAMS passes parameters).
     #[arg(long = "module", value_name = "MODULE")]
     pub module: Vec<String>,
+    /// Load the bug zoo (a module with planted hotplug bugs) with these bugs armed
+    /// (comma separated: warn_reonline, bug_double_cancel, badpage_offline, stuck_offline;
+    /// "none" loads it unarmed).
+    #[arg(long, value_name = "BUGS")]
+    pub bugzoo: Option<String>,
     /// QEMU binary (default: qemu-system-<arch> from PATH).
     #[arg(long)]
     pub qemu: Option<PathBuf>,
@@ -158,6 +163,10 @@ impl GuestArgs {
             spec.modules.push(req);
         }
         let t = std::time::Instant::now();
+        if let Some(bugs) = &self.bugzoo {
+            let bugs = if bugs == "none" { "" } else { bugs.as_str() };
+            spec.modules.push(hotfuzz::bugzoo::module(&kernel, bugs)?);
+        }
         let image = spec.build(&kernel)?;
         tracing::debug!("image built in {:?}", t.elapsed());
         if !image.missing_modules.is_empty() {

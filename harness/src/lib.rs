@@ -1,6 +1,8 @@
 //! hotfuzz: programs of memory-hotplug operations, their generation and execution on guests,
 //! and what is learned from running them.
 
+pub mod analyze;
+pub mod bugzoo;
 pub mod desc;
 pub mod gen;
 pub mod hostops;
@@ -8,7 +10,8 @@ pub mod image;
 pub mod mutate;
 pub mod prog;
 pub mod prog_file;
+pub mod report;
 pub mod runner;
-pub mod splat;
 pub mod state;
 pub mod stats;
+pub mod store;

@@ -3,6 +3,7 @@
 mod cli;
 mod cmd_bench;
 mod cmd_prog;
+mod cmd_report;
 mod cmd_vm;
 mod guest_args;
 

@@ -6,7 +6,6 @@
 use crate::desc::Descriptions;
 use crate::hostops::HostOps;
 use crate::prog::Program;
-use crate::splat::looks_like_splat;
 use anyhow::{Context, Result};
 use hotfuzz_executor::protocol::{Event, HostReply, Outcome};
 use hotfuzz_vm::console::{format_time, ConsoleLine};
@@ -84,12 +83,15 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// Console lines that look like the start of a splat.
-    pub fn splats(&self) -> Vec<&ConsoleLine> {
-        self.console
+    /// The kernel reports in the console output of the run (see [`crate::report`]; the
+    /// harness's own oracles are [`crate::analyze::reports`]).
+    pub fn console_reports(&self) -> Vec<crate::report::Report> {
+        let text: String = self
+            .console
             .iter()
-            .filter(|l| looks_like_splat(&l.text))
-            .collect()
+            .map(|l| format!("{}\n", l.text))
+            .collect();
+        crate::report::parse(&text)
     }
 
     /// Operations this kernel could not run.

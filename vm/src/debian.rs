@@ -158,26 +158,7 @@ pub fn fetch(name: &str, arch: Arch) -> Result<Unpacked> {
         arch.debian_arch()
     );
     let spec = format!("{name}:{}={version}", arch.debian_arch());
-    let mut cmd = Command::new("apt-get");
-    cmd.arg("download").arg(&spec).current_dir(tmp.path());
-    if host::is_root() {
-        // apt's sandbox user cannot write into root's cache directory.
-        cmd.args(["-o", "APT::Sandbox::User=root"]);
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| Error::io("running apt-get download", e))?;
-    if !out.status.success() {
-        return Err(Error::Package(format!(
-            "apt-get download {spec} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    let deb = fs::read_dir(tmp.path())
-        .ctx(|| format!("listing {}", tmp.path().display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .ok_or_else(|| Error::Package(format!("apt-get download {spec} produced no .deb")))?;
+    let deb = download_spec(name, &spec, tmp.path())?;
     let root = tmp.path().join("root");
     extract_deb(&deb, &root)?;
     fs::remove_file(&deb).ctx(|| format!("removing {}", deb.display()))?;
@@ -193,6 +174,61 @@ pub fn fetch(name: &str, arch: Arch) -> Result<Unpacked> {
         version,
         root: dir.join("root"),
     })
+}
+
+/// Downloads the candidate version of `name` for `arch` into `dir` and returns the `.deb`
+/// (architecture-independent packages are found without the qualifier).
+pub fn download(name: &str, arch: Arch, dir: &Path) -> Result<PathBuf> {
+    match download_spec(name, &format!("{name}:{}", arch.debian_arch()), dir) {
+        Err(Error::Package(e)) if e.contains("no candidate") => download_spec(name, name, dir),
+        r => r,
+    }
+}
+
+fn download_spec(name: &str, spec: &str, dir: &Path) -> Result<PathBuf> {
+    let mut cmd = Command::new("apt-get");
+    cmd.arg("download").arg(spec).current_dir(dir);
+    if host::is_root() {
+        cmd.args(["-o", "APT::Sandbox::User=root"]);
+    }
+    let out = cmd
+        .output()
+        .map_err(|e| Error::io("running apt-get download", e))?;
+    if !out.status.success() {
+        return Err(Error::Package(format!(
+            "apt-get download {spec} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    let prefix = format!("{name}_");
+    fs::read_dir(dir)
+        .ctx(|| format!("listing {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "deb")
+                && p.file_name()
+                    .and_then(|f| f.to_str())
+                    .is_some_and(|f| f.starts_with(&prefix))
+        })
+        .ok_or_else(|| Error::Package(format!("apt-get download {spec} produced no .deb")))
+}
+
+/// The `Depends` of a package as apt knows it (package names only, alternatives flattened).
+pub fn depends(name: &str, arch: Arch) -> Result<Vec<String>> {
+    let spec = format!("{name}:{}", arch.debian_arch());
+    let (ok, out) = apt_cache(&["show", "--no-all-versions", &spec])?;
+    if !ok {
+        return Err(Error::Package(format!("apt does not know package {spec}")));
+    }
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Depends: "))
+        .unwrap_or("");
+    Ok(line
+        .split([',', '|'])
+        .filter_map(|d| d.split_whitespace().next())
+        .map(|d| d.split(':').next().unwrap_or(d).to_string())
+        .collect())
 }
 
 /// Unpacks a `.deb` into `dest` with `dpkg-deb -x`.

@@ -246,8 +246,18 @@ impl GuestSpec {
         }
         img.file(
             "/etc/passwd",
-            Source::Bytes(b"root:x:0:0:root:/root:/bin/sh\n".to_vec()),
+            Source::Bytes(b"root:x:0:0:root:/root:/etc/hotfuzz/login-shell\n".to_vec()),
             0o644,
+        )?;
+        img.file(
+            "/etc/shells",
+            Source::Bytes(b"/bin/sh\n/etc/hotfuzz/login-shell\n".to_vec()),
+            0o644,
+        )?;
+        img.file(
+            "/etc/hotfuzz/login-shell",
+            Source::Bytes(LOGIN_SHELL.as_bytes().to_vec()),
+            0o755,
         )?;
         img.file("/etc/group", Source::Bytes(b"root:x:0:\n".to_vec()), 0o644)?;
         img.file("/etc/hostname", Source::Bytes(b"hotfuzz\n".to_vec()), 0o644)?;
@@ -312,6 +322,16 @@ const SSHD: &str = "\
 #!/bin/sh
 echo -1000 > /proc/self/oom_score_adj
 exec /usr/sbin/dropbear -F -R -s -p 22
+";
+
+/// root's login shell: ssh sessions leave dropbear's OOM immunity behind (as OpenSSH's
+/// children do), so a guest process that exhausts memory is OOM-killed instead of the kernel
+/// panicking with "no killable processes".
+const LOGIN_SHELL: &str = "\
+#!/bin/sh
+echo 0 > /proc/self/oom_score_adj
+[ $# -eq 0 ] && exec /bin/sh -l
+exec /bin/sh \"$@\"
 ";
 
 /// The guest's `/init`: mounts, then hands over to busybox init.

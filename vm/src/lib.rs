@@ -25,3 +25,4 @@ pub use guest::{BuiltImage, GuestSpec};
 pub use kernel::{Kernel, KernelSource};
 pub use machine::{Accel, AccelChoice, MachineConfig, VirtioMemSpec};
 pub use vm::{BootTimings, Vm, VmOptions};
+pub mod headers;

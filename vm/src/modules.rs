@@ -125,6 +125,11 @@ impl ModuleIndex {
         self.by_name.is_empty()
     }
 
+    /// Every module: (normalized name, file).
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.by_name.iter().map(|(n, p)| (n.as_str(), p.as_path()))
+    }
+
     /// Whether the kernel has `name` built in (per `modules.builtin`).
     pub fn is_builtin(&self, name: &str) -> bool {
         self.builtin.contains(&normalize(name))

@@ -144,6 +144,17 @@ pub fn find_qemu(machine: &MachineConfig, auto_install: bool) -> Result<PathBuf>
     })
 }
 
+/// Whether a boot failed because a vCPU ran a stale int3 left by the kernel's text patching
+/// (static keys flipped at boot, e.g. "sched_clock: Marking stable"): multi-threaded TCG does
+/// not make cross-modifying code visible to other vCPUs at once. Not the kernel's fault, so the
+/// boot is retried.
+fn tcg_text_poke_race(b: &BootError) -> bool {
+    b.kind == BootFailure::KernelPanic
+        && std::fs::read_to_string(&b.console_log)
+            .map(|t| t.contains("Oops: int3"))
+            .unwrap_or(false)
+}
+
 fn free_port() -> Result<u16> {
     let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).ctx(|| "finding a free port".into())?;
     Ok(l.local_addr().ctx(|| "finding a free port".into())?.port())
@@ -205,6 +216,16 @@ impl Vm {
                         && b.qemu_stderr.contains("host forwarding rule") =>
                 {
                     // Someone took the port between our probe and QEMU's bind: try another.
+                    continue;
+                }
+                Err(Error::Boot(b))
+                    if attempt < 3 && accel == Accel::Tcg && tcg_text_poke_race(&b) =>
+                {
+                    eprintln!(
+                        "hotfuzz: the guest hit QEMU TCG's cross-modifying-code race while booting \
+                         (Oops: int3 from a patched static key, see {}); booting again",
+                        b.console_log.display()
+                    );
                     continue;
                 }
                 r => return r,

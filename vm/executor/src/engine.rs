@@ -134,7 +134,7 @@ impl Engine {
             let e = self.clone();
             let b = start.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("t{t}"))
+                .name(format!("hotfuzz-t{t}"))
                 .stack_size(1 << 20)
                 .spawn(move || {
                     b.wait();

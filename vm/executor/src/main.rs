@@ -60,6 +60,9 @@ fn main() {
         );
         std::process::exit(2);
     }
+    // ssh sessions inherit dropbear's OOM immunity; a program that eats memory should be the
+    // OOM killer's first choice, not a reason for the kernel to find nothing to kill.
+    let _ = hotfuzz_executor::sys::write_str("/proc/self/oom_score_adj", "1000");
     engine::install_deadline_signal();
     ops::install_fault_handler();
     let out: engine::Sink = Box::new(std::io::stdout());

@@ -1,0 +1,124 @@
+//! `hotfuzz report parse` and `hotfuzz report list`.
+
+use crate::cli::{ReportListArgs, ReportParseArgs};
+use anyhow::{Context, Result};
+use hotfuzz::report::{self, Report};
+use hotfuzz::store::Store;
+use std::io::Read;
+
+fn print_report(r: &Report, text: bool) {
+    println!("TITLE: {}", r.title);
+    for a in &r.alt_titles {
+        println!("ALT: {a}");
+    }
+    println!(
+        "TYPE: {}",
+        serde_json::to_value(r.kind)
+            .map(|v| v.as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    );
+    if let Some(f) = &r.frame {
+        println!("FRAME: {f}");
+    }
+    println!(
+        "CORRUPTED: {}",
+        if r.corrupted.is_some() { "Y" } else { "N" }
+    );
+    if let Some(c) = &r.corrupted {
+        println!("  ({c})");
+    }
+    if r.interleaved {
+        println!("INTERLEAVED: Y");
+    }
+    for d in &r.page_dump_reasons {
+        println!("PAGE DUMPED BECAUSE: {d}");
+    }
+    println!("LINES: {}-{}", r.start_line + 1, r.end_line + 1);
+    if text {
+        println!();
+        println!("{}", r.text);
+    }
+    println!();
+}
+
+/// `hotfuzz report parse FILE|-`.
+pub fn parse(a: ReportParseArgs) -> Result<i32> {
+    let reports = if a.file.as_os_str() == "-" {
+        let mut s = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut s)
+            .context("reading stdin")?;
+        report::parse(&String::from_utf8_lossy(&s))
+    } else {
+        let f = std::fs::File::open(&a.file)
+            .with_context(|| format!("opening {}", a.file.display()))?;
+        report::linux::parse_reader(std::io::BufReader::new(f))
+            .with_context(|| format!("reading {}", a.file.display()))?
+    };
+    let sym = if a.symbolize {
+        let k = hotfuzz_vm::Kernel::resolve(&a.kernel_source(), a.arch)?;
+        Some(report::symbolize::Symbolizer::new(&k, &a.module))
+    } else {
+        None
+    };
+    let reports: Vec<Report> = reports
+        .into_iter()
+        .map(|mut r| {
+            if let Some(s) = &sym {
+                r.text = s.symbolize(&r.text);
+            }
+            r
+        })
+        .collect();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if reports.is_empty() {
+        println!("no reports");
+    } else {
+        for r in &reports {
+            print_report(r, !a.brief);
+        }
+    }
+    Ok(if reports.is_empty() { 0 } else { 1 })
+}
+
+/// `hotfuzz report list`.
+pub fn list(a: ReportListArgs) -> Result<i32> {
+    let store = Store::open(&a.dir)?;
+    let all = store.list()?;
+    if a.json {
+        let v: Vec<_> = all
+            .iter()
+            .map(|s| serde_json::json!({"dir": s.dir, "meta": s.meta}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    if all.is_empty() {
+        println!("no reports in {}", store.root().display());
+        return Ok(0);
+    }
+    println!(
+        "{:<6} {:<20} {:<22} {:<5} TITLE",
+        "COUNT", "LAST SEEN", "TYPE", "REPRO"
+    );
+    for s in &all {
+        let m = &s.meta;
+        println!(
+            "{:<6} {:<20} {:<22} {:<5} {}{}",
+            m.count,
+            m.last_seen,
+            serde_json::to_value(m.kind)
+                .map(|v| v.as_str().unwrap_or("").to_string())
+                .unwrap_or_default(),
+            m.reproducibility.as_deref().unwrap_or("-"),
+            m.title,
+            if m.corrupted.is_some() {
+                " (corrupted)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(0)
+}

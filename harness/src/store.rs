@@ -1,0 +1,379 @@
+//! The report store: one directory per unique bug (`reports/` by default), deduplicated
+//! across runs by title and alternative titles, written atomically.
+//!
+//! ```text
+//! reports/<title-slug>-<hash>/
+//!   meta.yaml        title, alternative titles, type, kernel, first/last seen, count, ...
+//!   report.txt       the report (symbolized when possible)
+//!   excerpt.log      the console around the report
+//!   console.log      the full console log of the first occurrence
+//!   programs.prog    the programs that ran before it (newest last)
+//!   run.log          the run log of the first occurrence
+//! ```
+
+use crate::report::{Report, ReportType};
+use anyhow::{Context, Result};
+use hotfuzz_vm::cache::{atomic_write, FileLock};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// The kernel a report came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    /// Where it came from (Debian package or path).
+    pub origin: String,
+    /// Hash of its config, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash: Option<String>,
+}
+
+/// `meta.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// Title.
+    pub title: String,
+    /// Alternative titles.
+    #[serde(default)]
+    pub alt_titles: Vec<String>,
+    /// Type.
+    #[serde(rename = "type")]
+    pub kind: ReportType,
+    /// Function the title names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<String>,
+    /// Why the first report was not trustworthy (a later clean one replaces it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corrupted: Option<String>,
+    /// Kernel of the first occurrence.
+    pub kernel: KernelInfo,
+    /// Guest profile of the first occurrence (cmdline and machine), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// First seen (RFC 3339).
+    pub first_seen: String,
+    /// Last seen (RFC 3339).
+    pub last_seen: String,
+    /// Times seen.
+    pub count: u64,
+    /// Reproduction attempts: crashes/runs, when measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproducibility: Option<String>,
+}
+
+/// What is known around a report when it is filed.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// The full console log file.
+    pub console_log: Option<PathBuf>,
+    /// Console lines around the report.
+    pub excerpt: String,
+    /// Programs that ran before it, oldest first.
+    pub programs: Vec<String>,
+    /// The run log file.
+    pub run_log: Option<PathBuf>,
+    /// The kernel.
+    pub kernel: KernelInfo,
+    /// Guest profile.
+    pub profile: Option<String>,
+    /// The report text with file:line added, if symbolized.
+    pub symbolized: Option<String>,
+}
+
+/// A stored report.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its metadata.
+    pub meta: Meta,
+}
+
+/// The result of filing a report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filed {
+    /// Where it is.
+    pub dir: PathBuf,
+    /// A bug not seen before.
+    pub new: bool,
+}
+
+/// A report store rooted at a directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+fn now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// A directory name for a title: readable slug plus a hash (titles may collide when cut).
+pub fn slug(title: &str) -> String {
+    let mut s: String = title
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    while s.contains("--") {
+        s = s.replace("--", "-");
+    }
+    let s: String = s.trim_matches('-').chars().take(64).collect();
+    format!("{s}-{}", &blake3::hash(title.as_bytes()).to_hex()[..8])
+}
+
+impl Store {
+    /// Opens (creating) a store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root)
+            .with_context(|| format!("creating report store {}", root.display()))?;
+        Ok(Store {
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Where the store is.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every stored report, most recently seen first. Unreadable entries are skipped with a
+    /// warning (a half-written or hand-edited directory must not hide the others).
+    pub fn list(&self) -> Result<Vec<Stored>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&self.root)
+            .with_context(|| format!("reading {}", self.root.display()))?
+        {
+            let Ok(e) = e else { continue };
+            let dir = e.path();
+            if !dir.is_dir() || e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let meta_path = dir.join("meta.yaml");
+            let Ok(text) = std::fs::read_to_string(&meta_path) else {
+                continue;
+            };
+            match serde_yaml::from_str::<Meta>(&text) {
+                Ok(meta) => v.push(Stored { dir, meta }),
+                Err(e) => tracing::warn!("{}: {e}", meta_path.display()),
+            }
+        }
+        v.sort_by(|a, b| b.meta.last_seen.cmp(&a.meta.last_seen));
+        Ok(v)
+    }
+
+    /// The stored bug `r` is a duplicate of, if any (title sets intersect).
+    pub fn find(&self, r: &Report) -> Result<Option<Stored>> {
+        Ok(self.list()?.into_iter().find(|s| {
+            std::iter::once(&s.meta.title)
+                .chain(&s.meta.alt_titles)
+                .any(|t| r.titles().any(|u| u == t))
+        }))
+    }
+
+    /// Files `r`: a new directory for a new bug, or an updated count (and, when the stored
+    /// report was corrupted and this one is not, the better evidence) for a known one.
+    pub fn file(&self, r: &Report, ev: &Evidence) -> Result<Filed> {
+        let _lock = FileLock::acquire(&self.root.join(".lock"))?;
+        if let Some(s) = self.find(r)? {
+            let mut meta = s.meta.clone();
+            meta.count += 1;
+            meta.last_seen = now();
+            for t in r.titles() {
+                if t != meta.title && !meta.alt_titles.iter().any(|a| a == t) {
+                    meta.alt_titles.push(t.to_string());
+                }
+            }
+            if meta.corrupted.is_some() && r.corrupted.is_none() {
+                // A clean report of a bug first seen corrupted: keep the clean evidence.
+                meta.corrupted = None;
+                meta.frame = r.frame.clone();
+                write_evidence(&s.dir, r, ev)?;
+            }
+            atomic_write(
+                &s.dir.join("meta.yaml"),
+                serde_yaml::to_string(&meta)?.as_bytes(),
+            )?;
+            return Ok(Filed {
+                dir: s.dir,
+                new: false,
+            });
+        }
+        let dir = self.root.join(slug(&r.title));
+        let tmp = tempfile::Builder::new()
+            .prefix(".new-")
+            .tempdir_in(&self.root)
+            .context("creating a report directory")?;
+        let t = now();
+        let meta = Meta {
+            title: r.title.clone(),
+            alt_titles: r.alt_titles.clone(),
+            kind: r.kind,
+            frame: r.frame.clone(),
+            corrupted: r.corrupted.clone(),
+            kernel: ev.kernel.clone(),
+            profile: ev.profile.clone(),
+            first_seen: t.clone(),
+            last_seen: t,
+            count: 1,
+            reproducibility: None,
+        };
+        write_evidence(tmp.path(), r, ev)?;
+        atomic_write(
+            &tmp.path().join("meta.yaml"),
+            serde_yaml::to_string(&meta)?.as_bytes(),
+        )?;
+        let kept = tmp.keep();
+        std::fs::rename(&kept, &dir).with_context(|| format!("storing {}", dir.display()))?;
+        Ok(Filed { dir, new: true })
+    }
+}
+
+fn write_evidence(dir: &Path, r: &Report, ev: &Evidence) -> Result<()> {
+    let mut report = format!("{}\n\n{}\n", r.title, r.text);
+    if let Some(c) = &r.corrupted {
+        report = format!("{}\n(corrupted: {c})\n\n{}\n", r.title, r.text);
+    }
+    if let Some(s) = &ev.symbolized {
+        report = format!("{}\n\n{s}\n", r.title);
+    }
+    atomic_write(&dir.join("report.txt"), report.as_bytes())?;
+    atomic_write(&dir.join("excerpt.log"), ev.excerpt.as_bytes())?;
+    if !ev.programs.is_empty() {
+        let mut p = String::new();
+        for (i, prog) in ev.programs.iter().enumerate() {
+            p.push_str(&format!(
+                "# program {} of {} (the last one ran when the report appeared)\n",
+                i + 1,
+                ev.programs.len()
+            ));
+            p.push_str(prog);
+            if !prog.ends_with('\n') {
+                p.push('\n');
+            }
+        }
+        atomic_write(&dir.join("programs.prog"), p.as_bytes())?;
+    }
+    for (src, name) in [(&ev.console_log, "console.log"), (&ev.run_log, "run.log")] {
+        if let Some(src) = src {
+            let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+            atomic_write(&dir.join(name), &data)?;
+        }
+    }
+    Ok(())
+}
+
+/// Programs in a run log (`executing program ID:` followed by indented lines), oldest first.
+pub fn programs_from_run_log(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for l in text.lines() {
+        if l.contains(" executing program ") {
+            if let Some(p) = cur.take() {
+                out.push(p);
+            }
+            cur = Some(String::new());
+        } else if let Some(p) = cur.as_mut() {
+            if let Some(op) = l.strip_prefix("    ") {
+                p.push_str(op);
+                p.push('\n');
+            } else if !p.is_empty() {
+                out.push(cur.take().unwrap_or_default());
+            }
+        }
+    }
+    if let Some(p) = cur.filter(|p| !p.is_empty()) {
+        out.push(p);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(title: &str, corrupted: bool) -> Report {
+        let mut r = crate::report::parse("[ 1.0] Kernel panic - not syncing: x\n").remove(0);
+        r.title = title.into();
+        r.corrupted = corrupted.then(|| "interleaved".to_string());
+        r
+    }
+
+    #[test]
+    fn new_then_duplicate_then_clean_replaces_corrupted() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let ev = Evidence {
+            excerpt: "first".into(),
+            programs: vec!["yield()\n".into()],
+            ..Default::default()
+        };
+        let a = s.file(&rep("WARNING in foo", true), &ev).unwrap();
+        assert!(a.new);
+        let b = s
+            .file(
+                &rep("WARNING in foo", false),
+                &Evidence {
+                    excerpt: "second".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+        assert!(!b.new);
+        assert_eq!(a.dir, b.dir);
+        let list = s.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].meta.count, 2);
+        assert!(list[0].meta.corrupted.is_none());
+        assert_eq!(
+            std::fs::read_to_string(a.dir.join("excerpt.log")).unwrap(),
+            "second"
+        );
+        let c = s.file(&rep("WARNING in bar", false), &ev).unwrap();
+        assert!(c.new);
+        assert_eq!(s.list().unwrap().len(), 2);
+        assert!(std::fs::read_to_string(c.dir.join("programs.prog"))
+            .unwrap()
+            .contains("yield()"));
+        // Nothing temporary is left behind.
+        assert!(std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_name().to_string_lossy().starts_with(".new-")));
+    }
+
+    #[test]
+    fn alt_titles_dedup() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let mut a = rep("WARNING in foo", false);
+        a.alt_titles = vec!["WARNING in foo_inlined".into()];
+        s.file(&a, &Evidence::default()).unwrap();
+        let b = rep("WARNING in foo_inlined", false);
+        assert!(!s.file(&b, &Evidence::default()).unwrap().new);
+    }
+
+    #[test]
+    fn broken_entries_do_not_hide_others() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        s.file(&rep("WARNING in foo", false), &Evidence::default())
+            .unwrap();
+        std::fs::create_dir(d.path().join("junk")).unwrap();
+        std::fs::write(d.path().join("junk/meta.yaml"), "title: [unclosed").unwrap();
+        assert_eq!(s.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn run_log_programs() {
+        let log = "2026-11-21T00:00:00Z executing program a: 2 ops, 1 threads\n    yield()\n    sleep_ms(ms=0x1)\n2026-11-21T00:00:01Z executing op 0 (thread 0): yield()\n2026-11-21T00:00:02Z executing program b: 1 ops, 1 threads\n    yield()\n";
+        assert_eq!(
+            programs_from_run_log(log),
+            vec![
+                "yield()\nsleep_ms(ms=0x1)\n".to_string(),
+                "yield()\n".to_string()
+            ]
+        );
+    }
+}

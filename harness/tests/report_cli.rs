@@ -1,0 +1,139 @@
+//! `hotfuzz report parse` and `hotfuzz report list` as a user runs them (no guest needed).
+
+use hotfuzz::report;
+use hotfuzz::store::{Evidence, KernelInfo, Store};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn hotfuzz() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_hotfuzz"))
+}
+
+fn golden(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/report")
+        .join(name)
+}
+
+fn with_stdin(mut cmd: Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn parse_prints_titles_and_exits_1_when_it_finds_reports() {
+    let out = hotfuzz()
+        .args(["report", "parse", "--brief"])
+        .arg(golden("several-reports.log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let s = String::from_utf8(out.stdout).unwrap();
+    let titles: Vec<&str> = s
+        .lines()
+        .filter_map(|l| l.strip_prefix("TITLE: "))
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            "WARNING in bugzoo_trigger_warn",
+            "WARNING: refcount bug in bugzoo_trigger_refcount",
+            "BUG: Bad page state in bugzoo_bad_page"
+        ]
+    );
+    assert!(s.contains("PAGE DUMPED BECAUSE: nonzero mapcount"), "{s}");
+}
+
+#[test]
+fn parse_reads_a_pasted_splat_from_stdin_as_json() {
+    // The mail form: quoted, wrapped by the mail client, no timestamps.
+    let text = std::fs::read_to_string(golden("pasted-zoo-warn-reonline-wrapped.log")).unwrap();
+    let (_, body) = text.split_once("\n\n").unwrap();
+    let mut cmd = hotfuzz();
+    cmd.args(["report", "parse", "--json", "-"]);
+    let out = with_stdin(cmd, body.as_bytes());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reports = v.as_array().unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["title"], "WARNING in bugzoo_warn_reonline");
+    assert_eq!(reports[0]["frame"], "bugzoo_warn_reonline");
+    // The unwrapped header line is in the report text.
+    assert!(reports[0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("bugzoo.c:143 bugzoo_warn_reonline+0x14/0x20 [bugzoo]"));
+}
+
+#[test]
+fn parse_of_a_clean_log_says_so_and_exits_0() {
+    let out = hotfuzz()
+        .args(["report", "parse"])
+        .arg(golden("noise-hotplug-offline-failures.log"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "no reports");
+}
+
+#[test]
+fn parse_of_a_missing_file_names_it() {
+    let out = hotfuzz()
+        .args(["report", "parse", "/nonexistent/console.log"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/console.log"), "{err}");
+}
+
+#[test]
+fn list_shows_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = hotfuzz()
+        .args(["report", "list", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no reports"));
+
+    let store = Store::open(dir.path()).unwrap();
+    let text = std::fs::read_to_string(golden("bad-page-state.log")).unwrap();
+    let r = report::parse(&text).remove(0);
+    let ev = Evidence {
+        console_log: None,
+        excerpt: r.text.clone(),
+        programs: vec!["sleep_ms(ms=0x1)\n".into()],
+        run_log: None,
+        kernel: KernelInfo {
+            release: "6.12.117+deb12-amd64".into(),
+            origin: "test".into(),
+            config_hash: None,
+        },
+        profile: None,
+        symbolized: None,
+    };
+    store.file(&r, &ev).unwrap();
+    store.file(&r, &ev).unwrap();
+    let out = hotfuzz()
+        .args(["report", "list", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let row = s
+        .lines()
+        .find(|l| l.contains("BUG: Bad page state in bugzoo_bad_page"))
+        .unwrap_or_else(|| panic!("{s}"));
+    assert!(row.starts_with("2 "), "{row}");
+    assert!(row.contains("BAD_PAGE"), "{row}");
+}
