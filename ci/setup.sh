@@ -9,6 +9,6 @@ ensure_packages ci/setup.sh \
   qemu-system-x86 qemu-system-ppc busybox-static dropbear-bin
 
 if ! command -v cargo >/dev/null 2>&1; then
-  echo "hotfuzz needs Rust (cargo 1.85 or newer): https://rustup.rs" >&2
+  echo "hotfuzz needs Rust (cargo 1.93.1 or newer; LibAFL 0.16 needs it): https://rustup.rs" >&2
   exit 1
 fi

@@ -63,6 +63,32 @@ fn main() {
          /// Why the ppc64le executor is (not) there.\npub const EXECUTOR_PPC64LE_STATUS: &str = {ppc_status:?};\n"
     );
     std::fs::write(out.join("executors.rs"), code).expect("writing executors.rs");
+    seeds(&manifest.join("../corpus"), &out);
+}
+
+/// Embeds the repository's seed programs (`corpus/*.prog`) for `hotfuzz fuzz` run anywhere.
+fn seeds(corpus: &Path, out: &Path) {
+    println!("cargo:rerun-if-changed={}", corpus.display());
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "prog"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    let mut code = String::from(
+        "/// The seed programs of the repository's `corpus/`: (file name, text).\npub const SEEDS: &[(&str, &str)] = &[\n",
+    );
+    for f in &files {
+        println!("cargo:rerun-if-changed={}", f.display());
+        let name = f.file_name().unwrap().to_string_lossy();
+        let abs = f.canonicalize().expect("canonical seed path");
+        code.push_str(&format!("    ({name:?}, include_str!({abs:?})),\n"));
+    }
+    code.push_str("];\n");
+    std::fs::write(out.join("seeds.rs"), code).expect("writing seeds.rs");
 }
 
 fn copy(from: &Path, to: &Path) {

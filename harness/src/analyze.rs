@@ -47,6 +47,19 @@ pub fn file(
     run_log: &Path,
     kernel: &KernelInfo,
 ) -> Result<Vec<Filed>> {
+    file_with_profile(store, reports, r, vm, run_log, kernel, None)
+}
+
+/// [`file`], recording the name of the fuzzing profile the guest was booted with.
+pub fn file_with_profile(
+    store: &Store,
+    reports: &[Report],
+    r: &RunResult,
+    vm: &Vm,
+    run_log: &Path,
+    kernel: &KernelInfo,
+    profile_name: Option<&str>,
+) -> Result<Vec<Filed>> {
     let programs = std::fs::read_to_string(run_log)
         .map(|t| programs_from_run_log(&t))
         .unwrap_or_default();
@@ -56,7 +69,10 @@ pub fn file(
         .cloned()
         .collect();
     let profile = format!(
-        "cmdline: {}\nmachine: {} cpus, {} MiB, {} nodes, virtio-mem {:?}, accel {:?}",
+        "{}cmdline: {}\nmachine: {} cpus, {} MiB, {} nodes, virtio-mem {:?}, accel {:?}",
+        profile_name
+            .map(|n| format!("profile: {n}\n"))
+            .unwrap_or_default(),
         vm.machine().kernel_cmdline(),
         vm.machine().cpus,
         vm.machine().memory >> 20,

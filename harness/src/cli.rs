@@ -1,7 +1,7 @@
 //! Command-line interface.
 
 use crate::cmd_vm;
-use crate::guest_args::GuestArgs;
+use hotfuzz::guest_args::GuestArgs;
 
 use clap::{Parser, Subcommand};
 
@@ -19,6 +19,9 @@ pub struct Cli {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Fuzz: boot guests, run generated and mutated programs, file reports (the main job;
+    /// with no arguments it fuzzes the default kernel with the embedded defaults).
+    Fuzz(Box<FuzzArgs>),
     /// Boot and control guests.
     #[command(subcommand)]
     Vm(VmCommand),
@@ -282,6 +285,67 @@ pub struct VmPlugArgs {
     pub json: bool,
 }
 
+/// Arguments of `hotfuzz fuzz` (they override the configuration file).
+#[derive(Debug, clap::Args)]
+pub struct FuzzArgs {
+    /// Campaign configuration (YAML; ci/fuzz.yaml documents every key). Default: embedded.
+    #[arg(long, short)]
+    pub config: Option<std::path::PathBuf>,
+    /// How long to fuzz (30m, 8h, forever).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Stop after this many executions.
+    #[arg(long)]
+    pub max_execs: Option<u64>,
+    /// Guests fuzzing at once.
+    #[arg(long)]
+    pub vms: Option<usize>,
+    /// Working directory (corpus, solutions, logs, stats.jsonl).
+    #[arg(long)]
+    pub workdir: Option<std::path::PathBuf>,
+    /// Report store.
+    #[arg(long)]
+    pub reports: Option<std::path::PathBuf>,
+    /// Seed programs or directories (repeatable; `embedded` for the built-in seeds).
+    #[arg(long = "seeds", value_name = "PATH")]
+    pub seeds: Vec<String>,
+    /// Start without seed programs (generated programs only).
+    #[arg(long, conflicts_with = "seeds")]
+    pub no_seeds: bool,
+    /// Only these profiles (comma separated names from the configuration).
+    #[arg(long)]
+    pub profiles: Option<String>,
+    /// Arm bug-zoo bugs (testing hotfuzz itself), e.g. warn_reonline,stuck_offline.
+    #[arg(long)]
+    pub bugzoo: Option<String>,
+    /// Random seed: fixes the generated programs and the mutation choices; which corpus
+    /// entries get scheduled also depends on timing and hash order, so a campaign is not
+    /// bit-reproducible.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Programs per guest boot.
+    #[arg(long)]
+    pub restart_every: Option<u64>,
+    /// Guest architecture.
+    #[arg(long)]
+    pub arch: Option<hotfuzz_vm::Arch>,
+    /// Kernel image or build directory instead of the Debian default.
+    #[arg(long)]
+    pub kernel: Option<std::path::PathBuf>,
+    /// Debian kernel package instead of the pinned default.
+    #[arg(long, conflicts_with = "kernel")]
+    pub kernel_package: Option<String>,
+    /// Accelerator: auto, kvm, tcg.
+    #[arg(long)]
+    pub accel: Option<hotfuzz_vm::AccelChoice>,
+    /// Never run apt-get.
+    #[arg(long)]
+    pub no_install: bool,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
 /// Arguments of `hotfuzz setup`.
 #[derive(Debug, clap::Args)]
 pub struct SetupArgs {
@@ -293,6 +357,7 @@ pub struct SetupArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Fuzz(a) => crate::cmd_fuzz::fuzz(*a),
         Command::Vm(VmCommand::Boot(a)) => cmd_vm::boot(*a),
         Command::Vm(VmCommand::Plug(a)) => cmd_vm::plug(*a),
         Command::Setup(a) => cmd_vm::setup(a),

@@ -88,6 +88,31 @@ pub struct Prepared {
 }
 
 impl GuestArgs {
+    /// The flags' defaults (what `hotfuzz vm boot` does with none given).
+    pub fn default_for(arch: Arch) -> GuestArgs {
+        GuestArgs {
+            arch,
+            kernel: None,
+            kernel_package: None,
+            modules: None,
+            system_map: None,
+            accel: AccelChoice::Auto,
+            virtio_mem: Vec::new(),
+            no_virtio_mem: false,
+            memory: None,
+            maxmem: None,
+            cpus: None,
+            nodes: None,
+            cmdline: Vec::new(),
+            module: Vec::new(),
+            bugzoo: None,
+            qemu: None,
+            boot_timeout: None,
+            keep: false,
+            no_install: false,
+        }
+    }
+
     /// The kernel these flags select.
     pub fn kernel_source(&self) -> KernelSource {
         match (&self.kernel, &self.kernel_package) {
@@ -165,7 +190,7 @@ impl GuestArgs {
         let t = std::time::Instant::now();
         if let Some(bugs) = &self.bugzoo {
             let bugs = if bugs == "none" { "" } else { bugs.as_str() };
-            spec.modules.push(hotfuzz::bugzoo::module(&kernel, bugs)?);
+            spec.modules.push(crate::bugzoo::module(&kernel, bugs)?);
         }
         let image = spec.build(&kernel)?;
         tracing::debug!("image built in {:?}", t.elapsed());

@@ -4,7 +4,9 @@
 pub mod analyze;
 pub mod bugzoo;
 pub mod desc;
+pub mod fuzz;
 pub mod gen;
+pub mod guest_args;
 pub mod hostops;
 pub mod image;
 pub mod mutate;

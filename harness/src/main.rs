@@ -2,10 +2,10 @@
 
 mod cli;
 mod cmd_bench;
+mod cmd_fuzz;
 mod cmd_prog;
 mod cmd_report;
 mod cmd_vm;
-mod guest_args;
 
 use clap::Parser;
 

@@ -24,6 +24,9 @@ pub enum Mutation {
     MoveThread,
     /// A prefix of this program followed by a suffix of another.
     Splice,
+    /// A short run of operations repeated right after itself (offline/online cycles, plug
+    /// and unplug again: the hotplug state machine is walked by repetition).
+    Duplicate,
 }
 
 /// All mutation kinds.
@@ -34,6 +37,7 @@ pub const ALL: &[Mutation] = &[
     Mutation::ChangeArg,
     Mutation::MoveThread,
     Mutation::Splice,
+    Mutation::Duplicate,
 ];
 
 /// Applies mutation `m`; returns false when it could not apply (e.g. nothing to remove).
@@ -55,6 +59,7 @@ pub fn apply(
             Some(o) => splice(p, o, g, max_len),
             None => false,
         },
+        Mutation::Duplicate => duplicate(p, g, max_len),
     };
     if changed {
         repair(p, g, d);
@@ -180,6 +185,37 @@ fn move_thread(p: &mut Program, g: &mut Generator) -> bool {
         return false;
     }
     p.ops[i].thread = t;
+    true
+}
+
+fn duplicate(p: &mut Program, g: &mut Generator, max_len: usize) -> bool {
+    if p.ops.is_empty() || p.ops.len() >= max_len {
+        return false;
+    }
+    let start = g.rng.gen_range(0..p.ops.len());
+    let most = (p.ops.len() - start).min(4).min(max_len - p.ops.len());
+    let len = g.rng.gen_range(1..=most);
+    let mut copy: Vec<crate::prog::Op> = p.ops[start..start + len].to_vec();
+    // The copies produce new results; references to results made inside the copied run
+    // follow them, references to earlier results stay.
+    let mut next = next_ret_number(p);
+    let mut map: HashMap<u32, u32> = HashMap::new();
+    for op in &mut copy {
+        for a in &mut op.args {
+            if let Arg::Ref(r) = a {
+                if let Some(n) = map.get(r) {
+                    *r = *n;
+                }
+            }
+        }
+        if let Some(r) = op.ret {
+            map.insert(r, next);
+            op.ret = Some(next);
+            next += 1;
+        }
+    }
+    let at = start + len;
+    p.ops.splice(at..at, copy);
     true
 }
 

@@ -7,7 +7,7 @@ use crate::desc::Descriptions;
 use crate::hostops::HostOps;
 use crate::prog::Program;
 use anyhow::{Context, Result};
-use hotfuzz_executor::protocol::{Event, HostReply, Outcome};
+use hotfuzz_executor::protocol::{BlockSnapshot, Event, HostReply, Outcome};
 use hotfuzz_vm::console::{format_time, ConsoleLine};
 use hotfuzz_vm::ssh::Ssh;
 use hotfuzz_vm::Vm;
@@ -78,6 +78,8 @@ pub struct RunResult {
     pub lost: Option<String>,
     /// KCOV PCs per thread.
     pub cover: BTreeMap<u32, Vec<u64>>,
+    /// The memory blocks as the program left them (when no thread was stuck).
+    pub memory: Option<Vec<BlockSnapshot>>,
     /// What the executor wrote to stderr.
     pub executor_stderr: String,
 }
@@ -206,24 +208,27 @@ pub fn errno_name(e: i32) -> &'static str {
     }
 }
 
-/// Runs programs on one guest.
-pub struct Runner<'v> {
-    vm: &'v Vm,
+/// Runs programs on one guest: `V` is `&Vm` for a borrowed guest, or `Arc<Vm>` for a runner
+/// that lives as long as the guest it shares ownership of (the fuzzer's).
+pub struct Runner<V: std::ops::Deref<Target = Vm> = std::sync::Arc<Vm>> {
+    vm: V,
     ssh: Ssh,
     /// Host-side device state shared by the programs run on this guest.
     pub host: HostOps,
     log: RunLog,
 }
 
-impl<'v> Runner<'v> {
+impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
     /// A runner for `vm` logging to `run_log` (its own ssh session).
-    pub fn new(vm: &'v Vm, run_log: &Path) -> Result<Runner<'v>> {
+    pub fn new(vm: V, run_log: &Path) -> Result<Runner<V>> {
+        let ssh = vm
+            .new_session()
+            .context("opening the runner's ssh session")?;
+        let host = HostOps::new(vm.machine());
         Ok(Runner {
             vm,
-            ssh: vm
-                .new_session()
-                .context("opening the runner's ssh session")?,
-            host: HostOps::new(vm.machine()),
+            ssh,
+            host,
             log: RunLog::open(run_log)?,
         })
     }
@@ -269,11 +274,12 @@ impl<'v> Runner<'v> {
             .collect();
         let mut cover = BTreeMap::new();
         let mut abandoned = Vec::new();
+        let mut memory = None;
         let mut lost = None;
         let mut stderr = Vec::new();
         let hard_deadline = t0 + budget + Duration::from_secs(30);
         {
-            let vm = self.vm;
+            let vm: &Vm = &self.vm;
             let log = &mut self.log;
             let host = Mutex::new(&mut self.host);
             // A guest that does not even let the executor start is an observation (it may
@@ -376,8 +382,12 @@ impl<'v> Runner<'v> {
                                 cover.insert(t, pcs);
                             }
                             Event::Log { msg } => log.line(&format!("executor: {msg}")),
-                            Event::End { abandoned: a } => {
+                            Event::End {
+                                abandoned: a,
+                                memory: m,
+                            } => {
                                 abandoned = a;
+                                memory = m;
                                 ended = true;
                             }
                         }
@@ -419,6 +429,7 @@ impl<'v> Runner<'v> {
             abandoned,
             lost,
             cover,
+            memory,
             executor_stderr: String::from_utf8_lossy(&stderr).into_owned(),
         };
         let summary: Vec<String> = result

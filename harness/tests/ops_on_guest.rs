@@ -19,7 +19,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn run(&mut self, runner: &mut Runner, text: &str) -> (Program, RunResult) {
+    fn run(&mut self, runner: &mut Runner<&hotfuzz_vm::Vm>, text: &str) -> (Program, RunResult) {
         let p = Program::parse(text, &self.d).unwrap_or_else(|e| panic!("{e}\n{text}"));
         let r = runner
             .run(

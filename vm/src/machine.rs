@@ -180,7 +180,7 @@ impl MachineConfig {
             ));
         }
         let nodes = self.numa_nodes.max(1);
-        if self.arch == Arch::X86_64 && self.memory % (nodes as u64 * (2 << 20)) != 0 {
+        if self.arch == Arch::X86_64 && !self.memory.is_multiple_of(nodes as u64 * (2 << 20)) {
             return err(format!(
                 "boot memory {} does not split evenly into {nodes} NUMA nodes",
                 format_size(self.memory)

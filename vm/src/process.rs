@@ -184,8 +184,8 @@ static GRACEFUL: AtomicBool = AtomicBool::new(false);
 
 /// Installs SIGINT/SIGTERM/SIGHUP handling. Without graceful mode the first signal kills all
 /// guests and exits with 128+signal. In graceful mode (see [`set_graceful`]) the first signal
-/// only sets [`stop_requested`] so a long-running loop can save its state and shut its
-/// guests down; a second signal kills everything and exits.
+/// kills the guests and sets [`stop_requested`], so a long-running loop gives up the program
+/// in flight, saves its state and returns; a second signal exits at once.
 pub fn install_signal_handlers() {
     if INSTALLED.swap(true, Ordering::SeqCst) {
         return;
@@ -203,7 +203,10 @@ pub fn install_signal_handlers() {
         .spawn(move || {
             for sig in signals.forever() {
                 if GRACEFUL.load(Ordering::SeqCst) && !STOP_REQUESTED.swap(true, Ordering::SeqCst) {
-                    eprintln!("\nhotfuzz: stopping (signal {sig}); signal again to kill at once");
+                    eprintln!("\nhotfuzz: stopping (signal {sig}); signal again to exit at once");
+                    // The guests go at once (a program in flight is given up); the loop
+                    // notices the request and saves what it has.
+                    kill_all();
                     continue;
                 }
                 kill_all();

@@ -20,7 +20,7 @@ pub struct ElfNeeds {
 
 /// Reads interpreter and `DT_NEEDED` entries of a 64-bit ELF.
 pub fn elf_needs(data: &[u8]) -> Result<ElfNeeds> {
-    if data.as_ptr() as usize % 8 != 0 {
+    if !(data.as_ptr() as usize).is_multiple_of(8) {
         // ELF structures are read in place and must be aligned (include_bytes! data is not).
         let mut words = vec![0u64; data.len().div_ceil(8)];
         // SAFETY: the u64 buffer has at least data.len() bytes; u8 has no alignment needs.

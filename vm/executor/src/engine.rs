@@ -159,8 +159,9 @@ impl Engine {
                 pcs: pcs.into_iter().collect(),
             });
         }
-        let abandoned = lock(&self.abandoned).iter().copied().collect();
-        self.emit(&Event::End { abandoned });
+        let abandoned: Vec<u32> = lock(&self.abandoned).iter().copied().collect();
+        let memory = abandoned.is_empty().then(crate::ops::memblock::snapshot);
+        self.emit(&Event::End { abandoned, memory });
     }
 
     /// The watchdog: signals operations past their deadline, abandons stuck ones, and returns

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped when the protocol changes; the runner refuses a mismatching executor.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// A program as the executor runs it: names and resolved argument values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +189,41 @@ pub enum Event {
     End {
         /// Abandoned threads.
         abandoned: Vec<u32>,
+        /// The memory blocks as the program left them (not read when a thread is stuck: a
+        /// stuck offline may hold locks a sysfs read would wait for).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        memory: Option<Vec<BlockSnapshot>>,
     },
+}
+
+/// One memory block at the end of a program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlockSnapshot {
+    /// N of `memoryN`.
+    pub id: u64,
+    /// What it is: see [`BlockSnapshot::state_name`].
+    pub state: u8,
+}
+
+impl BlockSnapshot {
+    /// Offline.
+    pub const OFFLINE: u8 = 0;
+    /// Online in a kernel zone (DMA, DMA32, Normal).
+    pub const KERNEL: u8 = 1;
+    /// Online in ZONE_MOVABLE.
+    pub const MOVABLE: u8 = 2;
+    /// Going online or offline, or unreadable.
+    pub const OTHER: u8 = 3;
+
+    /// A short name of `state`.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            Self::OFFLINE => "offline",
+            Self::KERNEL => "kernel",
+            Self::MOVABLE => "movable",
+            _ => "other",
+        }
+    }
 }
 
 /// Runner → executor: the result of a host operation.

@@ -172,7 +172,7 @@ fn references_threads_and_skips() {
     assert_eq!(outcome(&evs, 7), Outcome::ok());
     // Already unmapped: EINVAL, not a crash.
     assert_eq!(outcome(&evs, 8), Outcome::errno(libc::EINVAL));
-    assert!(matches!(evs.last(), Some(Event::End { abandoned }) if abandoned.is_empty()));
+    assert!(matches!(evs.last(), Some(Event::End { abandoned, .. }) if abandoned.is_empty()));
 }
 
 #[test]

@@ -48,6 +48,31 @@ pub fn block_ids() -> Vec<u64> {
     v
 }
 
+/// Every present block's state (sysfs reads only, no forks).
+pub fn snapshot() -> Vec<crate::protocol::BlockSnapshot> {
+    use crate::protocol::BlockSnapshot as B;
+    block_ids()
+        .into_iter()
+        .map(|id| {
+            let st = sys::read_str(&format!("{MEMORY}/memory{id}/state")).unwrap_or_default();
+            let state = match st.as_str() {
+                "offline" => B::OFFLINE,
+                "online" => {
+                    let zones = sys::read_str(&format!("{MEMORY}/memory{id}/valid_zones"))
+                        .unwrap_or_default();
+                    if zones == "Movable" {
+                        B::MOVABLE
+                    } else {
+                        B::KERNEL
+                    }
+                }
+                _ => B::OTHER,
+            };
+            B { id, state }
+        })
+        .collect()
+}
+
 /// Finds the `nth` block (modulo the number of matches) that is `which`: any, online,
 /// offline, movable (online in ZONE_MOVABLE), normal (online in a kernel zone), or last
 /// (counting from the highest id). Returns its id; ENOENT when none matches.

@@ -1,0 +1,125 @@
+//! `hotfuzz fuzz`: the main job.
+
+use crate::cli::FuzzArgs;
+use anyhow::Result;
+use hotfuzz::fuzz::config::FuzzConfig;
+
+/// The configuration the flags and file ask for.
+pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
+    let mut c = match &a.config {
+        Some(p) => FuzzConfig::load(p)?,
+        None => FuzzConfig::default(),
+    };
+    if let Some(d) = &a.duration {
+        c.duration = Some(d.clone());
+    }
+    if a.max_execs.is_some() {
+        c.max_execs = a.max_execs;
+    }
+    if let Some(v) = a.vms {
+        c.vms = v;
+    }
+    if let Some(w) = &a.workdir {
+        c.workdir = w.clone();
+    }
+    if let Some(r) = &a.reports {
+        c.reports = r.clone();
+    }
+    if a.no_seeds {
+        c.seeds.clear();
+    } else if !a.seeds.is_empty() {
+        c.seeds = a.seeds.clone();
+    }
+    if let Some(p) = &a.profiles {
+        c.select_profiles(p)?;
+    }
+    if a.bugzoo.is_some() {
+        c.bugzoo = a.bugzoo.clone();
+    }
+    if a.seed.is_some() {
+        c.seed = a.seed;
+    }
+    if let Some(r) = a.restart_every {
+        c.restart_every = r;
+    }
+    if let Some(arch) = a.arch {
+        c.arch = arch;
+        if arch != hotfuzz_vm::Arch::X86_64 && a.config.is_none() {
+            // The default profiles are about virtio-mem, which powernv has not.
+            c.profiles = vec![hotfuzz::fuzz::config::Profile {
+                name: "default".into(),
+                ..Default::default()
+            }];
+        }
+    }
+    if a.kernel.is_some() {
+        c.kernel.path = a.kernel.clone();
+        c.kernel.package = None;
+    }
+    if a.kernel_package.is_some() {
+        c.kernel.package = a.kernel_package.clone();
+        c.kernel.path = None;
+    }
+    if let Some(acc) = a.accel {
+        c.accel = acc;
+    }
+    if a.no_install {
+        c.no_install = true;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Runs the campaign and prints its summary.
+pub fn fuzz(a: FuzzArgs) -> Result<i32> {
+    let c = config(&a)?;
+    if a.print_config {
+        print!("{}", serde_yaml::to_string(&c)?);
+        return Ok(0);
+    }
+    eprintln!(
+        "hotfuzz: fuzzing with {} guest(s), profiles {}, for {}; corpus and stats in {}, reports in {}",
+        c.vms,
+        c.profiles
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        c.duration.as_deref().unwrap_or("ever (Ctrl-C stops)"),
+        c.workdir.display(),
+        c.reports.display()
+    );
+    let s = hotfuzz::fuzz::run(&c)?;
+    let secs = s.elapsed.as_secs_f64().max(0.001);
+    println!("hotfuzz fuzz: {}", s.stopped);
+    println!(
+        "  ran {:.0} s: {} executions ({:.2}/s), corpus {}, {} state features, {} PCs",
+        secs,
+        s.execs,
+        s.execs as f64 / secs,
+        s.corpus,
+        s.states,
+        s.coverage
+    );
+    println!(
+        "  guests: {} boots ({} failed), {} runs lost to infrastructure, {} reports suppressed",
+        s.counters.boots, s.counters.boot_failures, s.counters.infra_errors, s.counters.suppressed
+    );
+    if s.reports.is_empty() {
+        println!("  no reports");
+    } else {
+        println!("  reports ({}):", s.reports.len());
+        for (title, count, dir) in &s.reports {
+            println!("    {count:>4}  {title}  ({})", dir.display());
+        }
+    }
+    println!(
+        "  stats: {}",
+        hotfuzz::fuzz::Workdir {
+            root: s.workdir.clone()
+        }
+        .stats()
+        .display()
+    );
+    Ok(0)
+}

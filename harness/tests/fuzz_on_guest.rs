@@ -1,0 +1,147 @@
+//! The fuzzing loop on real TCG guests: a short campaign with the embedded seeds finds the bug
+//! zoo's planted WARN and files it once, with its evidence; a campaign whose QEMU is killed
+//! from outside counts an infrastructure failure, boots a new guest and goes on without
+//! filing a report about it; and no QEMU outlives a campaign.
+
+use hotfuzz::desc::Descriptions;
+use hotfuzz::fuzz::config::{default_profiles, FuzzConfig};
+use hotfuzz::prog::Program;
+use hotfuzz_vm::AccelChoice;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Campaigns share the process-wide QEMU registry, so they run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn config(dir: &Path, max_execs: u64) -> FuzzConfig {
+    FuzzConfig {
+        accel: AccelChoice::Tcg,
+        max_execs: Some(max_execs),
+        duration: Some("15m".into()),
+        workdir: dir.join("work"),
+        reports: dir.join("reports"),
+        profiles: default_profiles()
+            .into_iter()
+            .filter(|p| p.name == "default")
+            .collect(),
+        seed: Some(1),
+        stats_interval: 2,
+        ..FuzzConfig::default()
+    }
+}
+
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_short_campaign_finds_the_planted_warning() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 14);
+    cfg.bugzoo = Some("warn_reonline".into());
+    cfg.generate = 2;
+    let s = hotfuzz::fuzz::run(&cfg).unwrap();
+    assert!(s.execs >= 14, "{s:?}");
+    let warn: Vec<_> = s
+        .reports
+        .iter()
+        .filter(|r| r.0 == "WARNING in bugzoo_warn_reonline")
+        .collect();
+    assert_eq!(warn.len(), 1, "{:?}", s.reports);
+    // Filed with its evidence and the profile the guest was booted with.
+    let meta = std::fs::read_to_string(warn[0].2.join("meta.yaml")).unwrap();
+    assert!(meta.contains("profile: default"), "{meta}");
+    assert!(std::fs::read_to_string(warn[0].2.join("console.log"))
+        .unwrap()
+        .contains("came online a third time"));
+    // The loop keeps one solution per title, a valid program that onlines blocks.
+    let w = hotfuzz::fuzz::Workdir {
+        root: cfg.workdir.clone(),
+    };
+    let d = Descriptions::embedded();
+    let sols = files(&w.solutions());
+    assert!(
+        !sols.is_empty() && sols.len() <= s.reports.len(),
+        "{sols:?}"
+    );
+    for f in &sols {
+        let text = std::fs::read_to_string(f).unwrap();
+        Program::parse(&text, &d)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            .validate(&d)
+            .unwrap();
+    }
+    // The corpus holds what gave new features, the stats file saw the campaign.
+    assert!(s.corpus >= 3, "{s:?}");
+    assert!(s.states > 20, "{s:?}");
+    let stats = std::fs::read_to_string(w.stats()).unwrap();
+    let last: serde_json::Value =
+        serde_json::from_str(stats.lines().last().expect("a stats line")).unwrap();
+    assert!(last["execs"].as_u64().unwrap() >= 1, "{last}");
+    // Every report restarted the guest; nothing is left running.
+    assert!(s.counters.boots >= 2, "{s:?}");
+    assert!(hotfuzz_vm::process::live_children().is_empty());
+}
+
+#[test]
+fn a_guest_killed_from_outside_is_an_infrastructure_failure() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 20);
+    cfg.seeds.clear();
+    cfg.generate = 8;
+    let done = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let (done, killed) = (done.clone(), killed.clone());
+        std::thread::spawn(move || {
+            // Wait for a guest that has been up for a while (running programs), then kill it.
+            let mut first_seen: Option<Instant> = None;
+            while !done.load(Ordering::SeqCst) {
+                let live = hotfuzz_vm::process::live_children();
+                match (live.first(), first_seen) {
+                    (Some(_), None) => first_seen = Some(Instant::now()),
+                    (Some(&pid), Some(t)) if t.elapsed() > Duration::from_secs(12) => {
+                        // SAFETY: a QEMU this test process started.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                        killed.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    _ => {}
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let s = hotfuzz::fuzz::run(&cfg);
+    done.store(true, Ordering::SeqCst);
+    killer.join().unwrap();
+    let s = s.unwrap();
+    assert!(
+        killed.load(Ordering::SeqCst),
+        "the campaign ended before the guest could be killed: {s:?}"
+    );
+    assert!(s.execs >= 20, "{s:?}");
+    assert!(s.counters.infra_errors >= 1, "{s:?}");
+    assert!(s.counters.boots >= 2, "{s:?}");
+    // QEMU's death is the harness's business, not a kernel bug.
+    for (title, _, _) in &s.reports {
+        assert!(
+            !title.contains("QEMU") && !title.contains("lost connection"),
+            "{title} was filed"
+        );
+    }
+    assert!(hotfuzz_vm::process::live_children().is_empty());
+}
