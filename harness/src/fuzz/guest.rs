@@ -329,8 +329,12 @@ impl GuestTarget {
             duration: t0.elapsed(),
             ..Execution::default()
         };
-        let (suppressed, filed): (Vec<Report>, Vec<Report>) =
+        let (suppressed, mut filed): (Vec<Report>, Vec<Report>) =
             reports.into_iter().partition(|r| self.suppressed(&r.title));
+        // One program that fires the same WARN on every block it touches is one finding:
+        // the store counts programs that hit a bug, not splats.
+        let mut seen = std::collections::HashSet::new();
+        filed.retain(|r| seen.insert(r.title.clone()));
         ex.suppressed = suppressed.iter().map(|r| r.title.clone()).collect();
         self.counters.suppressed += suppressed.len() as u64;
         if !filed.is_empty() {
