@@ -216,8 +216,16 @@ pub fn campaign_seed(cfg: &FuzzConfig) -> u64 {
     })
 }
 
-/// Runs a campaign with one guest in this process.
-pub fn run_single(cfg: &FuzzConfig) -> Result<Summary> {
+/// What both campaign modes start from: the descriptions, the work directory, the seeds and
+/// the corpus moved aside to be resumed.
+struct Prepared {
+    d: Arc<crate::desc::Descriptions>,
+    w: Workdir,
+    seeds: Vec<(String, String)>,
+    resume: Vec<PathBuf>,
+}
+
+fn prepare(cfg: &FuzzConfig) -> Result<Prepared> {
     let d = Arc::new(crate::desc::Descriptions::embedded());
     input::set_descriptions(d.clone());
     let w = Workdir {
@@ -226,6 +234,22 @@ pub fn run_single(cfg: &FuzzConfig) -> Result<Summary> {
     std::fs::create_dir_all(w.logs()).with_context(|| format!("creating {}", w.root.display()))?;
     let seeds = load_seeds(cfg, &d)?;
     let resume = prepare_resume(&w)?;
+    Ok(Prepared {
+        d,
+        w,
+        seeds,
+        resume,
+    })
+}
+
+/// Runs a campaign with one guest in this process.
+pub fn run_single(cfg: &FuzzConfig) -> Result<Summary> {
+    let Prepared {
+        d,
+        w,
+        seeds,
+        resume,
+    } = prepare(cfg)?;
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let duration = cfg.duration()?;
@@ -285,14 +309,12 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
     use libafl_bolts::core_affinity::Cores;
     use libafl_bolts::shmem::{ShMemProvider, StdShMemProvider};
 
-    let d = Arc::new(crate::desc::Descriptions::embedded());
-    input::set_descriptions(d.clone());
-    let w = Workdir {
-        root: cfg.workdir.clone(),
-    };
-    std::fs::create_dir_all(w.logs()).with_context(|| format!("creating {}", w.root.display()))?;
-    let seeds = load_seeds(cfg, &d)?;
-    let resume = prepare_resume(&w)?;
+    let Prepared {
+        d,
+        w,
+        seeds,
+        resume,
+    } = prepare(cfg)?;
     let started = Instant::now();
     let started_wall = SystemTime::now();
     let duration = cfg.duration()?;
