@@ -3,13 +3,13 @@
 
 use crate::prog::Program;
 use crate::report::oracle::{self, GuestCheck};
-use crate::report::Report;
+use crate::report::{Report, ReportType};
 use crate::runner::RunResult;
 use crate::store::{programs_from_run_log, Evidence, Filed, KernelInfo, Store};
 use anyhow::Result;
 use hotfuzz_vm::{Kernel, Vm};
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Programs of the run log kept as evidence (the last ones before a report).
 pub const HISTORY: usize = 5;
@@ -23,6 +23,52 @@ pub fn reports(vm: &Vm, prog: &Program, r: &RunResult, settle: Duration) -> Vec<
     all.extend(oracle::check(prog, r, &check, &console));
     all
 }
+
+/// Report types the harness produces (as opposed to the kernel).
+pub fn is_oracle(k: ReportType) -> bool {
+    matches!(
+        k,
+        ReportType::StuckOp
+            | ReportType::LostConnection
+            | ReportType::NoOutput
+            | ReportType::QemuExited
+            | ReportType::UnexpectedReboot
+            | ReportType::VirtioMemNotSettled
+    )
+}
+
+/// [`reports`], judged the way the fuzzer and the reproducer judge a run: a stuck operation
+/// waits for the hung task detector (whose report names the function; the guest's
+/// `hung_task_timeout_secs` should be [`HUNG_TASK_TIMEOUT`]), and a kernel report replaces
+/// the harness's own stuck/lost/silent reports it explains.
+pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Vec<Report> {
+    let mut reports = reports(vm, prog, run, settle);
+    let kernel_says = |rs: &[Report]| rs.iter().any(|r| !is_oracle(r.kind));
+    if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
+        let mark = run.console.first().map(|l| l.index).unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
+        let _ = vm
+            .console()
+            .wait_for_text(mark, deadline, "blocked for more than");
+        std::thread::sleep(Duration::from_secs(1));
+        let mut later = run.clone();
+        later.console = vm.console().lines_since(mark);
+        reports = self::reports(vm, prog, &later, Duration::ZERO);
+    }
+    if kernel_says(&reports) {
+        reports.retain(|r| {
+            !matches!(
+                r.kind,
+                ReportType::StuckOp | ReportType::LostConnection | ReportType::NoOutput
+            )
+        });
+    }
+    reports
+}
+
+/// The hung task detector's timeout set in guests that run programs (Debian's 120 s is longer
+/// than an operation deadline by far; a stuck operation should get the kernel's own report).
+pub const HUNG_TASK_TIMEOUT: u64 = 10;
 
 /// What the kernel is, for reports.
 pub fn kernel_info(k: &Kernel) -> KernelInfo {
@@ -47,10 +93,12 @@ pub fn file(
     run_log: &Path,
     kernel: &KernelInfo,
 ) -> Result<Vec<Filed>> {
-    file_with_profile(store, reports, r, vm, run_log, kernel, None)
+    file_with_profile(store, reports, r, vm, run_log, kernel, None, None)
 }
 
-/// [`file`], recording the name of the fuzzing profile the guest was booted with.
+/// [`file`], recording the name of the fuzzing profile the guest was booted with and the bug
+/// zoo bugs armed in it (a reproducer needs both).
+#[allow(clippy::too_many_arguments)]
 pub fn file_with_profile(
     store: &Store,
     reports: &[Report],
@@ -59,6 +107,7 @@ pub fn file_with_profile(
     run_log: &Path,
     kernel: &KernelInfo,
     profile_name: Option<&str>,
+    bugzoo: Option<&str>,
 ) -> Result<Vec<Filed>> {
     let programs = std::fs::read_to_string(run_log)
         .map(|t| programs_from_run_log(&t))
@@ -69,10 +118,11 @@ pub fn file_with_profile(
         .cloned()
         .collect();
     let profile = format!(
-        "{}cmdline: {}\nmachine: {} cpus, {} MiB, {} nodes, virtio-mem {:?}, accel {:?}",
+        "{}{}cmdline: {}\nmachine: {} cpus, {} MiB, {} nodes, virtio-mem {:?}, accel {:?}",
         profile_name
             .map(|n| format!("profile: {n}\n"))
             .unwrap_or_default(),
+        bugzoo.map(|b| format!("bugzoo: {b}\n")).unwrap_or_default(),
         vm.machine().kernel_cmdline(),
         vm.machine().cpus,
         vm.machine().memory >> 20,

@@ -38,6 +38,61 @@ pub enum Command {
     /// Parse console logs into reports; list the report store.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Reproduce a bug on fresh guests, measure how reliably it reproduces, minimize the
+    /// programs and write repro.prog and a standalone repro.sh into the report directory.
+    /// Exit status 0 when it reproduced, 1 when it did not.
+    Repro(Box<ReproArgs>),
+}
+
+/// Arguments of `hotfuzz repro`.
+#[derive(Debug, clap::Args)]
+pub struct ReproArgs {
+    /// A report directory, a program file, or a console log (with --run-log, or a run log).
+    #[arg(required_unless_present = "splat")]
+    pub input: Option<std::path::PathBuf>,
+    /// The run log that goes with a console log.
+    #[arg(long)]
+    pub run_log: Option<std::path::PathBuf>,
+    /// A splat pasted from a mail or bug tracker: fuzz towards its title (biased to the
+    /// operations its stack names) until it appears, then minimize that.
+    #[arg(long, conflicts_with = "input", value_name = "FILE")]
+    pub splat: Option<std::path::PathBuf>,
+    /// How long --splat fuzzes before giving up (30m, 2h).
+    #[arg(long, default_value = "30m")]
+    pub splat_duration: String,
+    /// Runs when measuring reliability (before and after minimizing).
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Guests running candidates at once.
+    #[arg(long, default_value_t = 1)]
+    pub vms: usize,
+    /// Limit for one program run, in seconds (default: the sum of its operations' deadlines).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Most guest runs minimization may spend.
+    #[arg(long, default_value_t = 60)]
+    pub max_runs: u32,
+    /// Reliability (crashes/runs) below which the bug counts as not reproduced.
+    #[arg(long, default_value_t = 0.2)]
+    pub threshold: f64,
+    /// Only replay and measure; do not minimize.
+    #[arg(long)]
+    pub no_minimize: bool,
+    /// Profile (from the configuration) instead of the one the report recorded.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Fuzzing configuration with the profiles and suppressions (default: embedded).
+    #[arg(long, short)]
+    pub config: Option<std::path::PathBuf>,
+    /// Report store for inputs that are not a report directory.
+    #[arg(long, default_value = "reports")]
+    pub reports: std::path::PathBuf,
+    /// Working directory (run logs).
+    #[arg(long, default_value = "hotfuzz-work")]
+    pub workdir: std::path::PathBuf,
+    /// Guest flags.
+    #[command(flatten)]
+    pub guest: GuestArgs,
 }
 
 /// `hotfuzz report ...`
@@ -370,5 +425,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Gen(a) => crate::cmd_prog::gen(a),
         Command::Report(ReportCommand::Parse(a)) => crate::cmd_report::parse(*a),
         Command::Report(ReportCommand::List(a)) => crate::cmd_report::list(a),
+        Command::Repro(a) => crate::cmd_repro::repro(*a),
     }
 }

@@ -13,6 +13,7 @@ pub mod mutate;
 pub mod prog;
 pub mod prog_file;
 pub mod report;
+pub mod repro;
 pub mod runner;
 pub mod state;
 pub mod stats;

@@ -5,6 +5,7 @@ mod cmd_bench;
 mod cmd_fuzz;
 mod cmd_prog;
 mod cmd_report;
+mod cmd_repro;
 mod cmd_vm;
 
 use clap::Parser;

@@ -40,6 +40,27 @@ pub struct Profile {
     pub nodes: Option<u32>,
 }
 
+impl Profile {
+    /// `base` with this profile's command line, devices and shape.
+    pub fn apply(&self, base: &crate::guest_args::GuestArgs) -> crate::guest_args::GuestArgs {
+        let mut a = base.clone();
+        a.cmdline.extend(self.cmdline.iter().cloned());
+        if !self.virtio_mem.is_empty() {
+            a.virtio_mem = self.virtio_mem.clone();
+        }
+        if self.memory.is_some() {
+            a.memory = self.memory.clone();
+        }
+        if self.cpus.is_some() {
+            a.cpus = self.cpus;
+        }
+        if self.nodes.is_some() {
+            a.nodes = self.nodes;
+        }
+        a
+    }
+}
+
 /// A campaign.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -85,6 +106,11 @@ pub struct FuzzConfig {
     pub stats_interval: u64,
     /// Never run apt-get.
     pub no_install: bool,
+    /// Generation weights replacing the descriptions' (`op_name: weight`); `hotfuzz repro
+    /// --splat` raises the operations a splat's stack points at.
+    pub op_weights: std::collections::BTreeMap<String, u32>,
+    /// Stop as soon as a report with one of these titles is filed (`hotfuzz repro --splat`).
+    pub stop_on_titles: Vec<String>,
 }
 
 /// Titles that are never the kernel's fault here: under multi-threaded TCG a vCPU can run a
@@ -114,6 +140,8 @@ impl Default for FuzzConfig {
             seed: None,
             stats_interval: 10,
             no_install: false,
+            op_weights: Default::default(),
+            stop_on_titles: Vec::new(),
         }
     }
 }

@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 /// Consecutive failed boots after which the campaign stops.
 const MAX_BOOT_FAILURES: u32 = 3;
 
-/// The hung task detector's timeout set in fuzzed guests (Debian's 120 s is longer than an
-/// operation deadline by far; a stuck operation should get the kernel's own report).
-pub const HUNG_TASK_TIMEOUT: u64 = 10;
+pub use crate::analyze::HUNG_TASK_TIMEOUT;
 
 /// How a guest target is set up.
 #[derive(Debug, Clone)]
@@ -78,21 +76,7 @@ impl GuestSetup {
 
     /// The guest flags for `profile`.
     pub fn args_for(&self, profile: &Profile) -> GuestArgs {
-        let mut a = self.base.clone();
-        a.cmdline.extend(profile.cmdline.iter().cloned());
-        if !profile.virtio_mem.is_empty() {
-            a.virtio_mem = profile.virtio_mem.clone();
-        }
-        if profile.memory.is_some() {
-            a.memory = profile.memory.clone();
-        }
-        if profile.cpus.is_some() {
-            a.cpus = profile.cpus;
-        }
-        if profile.nodes.is_some() {
-            a.nodes = profile.nodes;
-        }
-        a
+        profile.apply(&self.base)
     }
 }
 
@@ -291,29 +275,8 @@ impl GuestTarget {
             return Ok(Err("stopping".into()));
         }
         let vm = self.running.as_ref().expect("booted").vm.clone();
-        let mut reports = crate::analyze::reports(&vm, prog, &run, self.setup.settle);
+        let reports = crate::analyze::judge(&vm, prog, &run, self.setup.settle);
         let kernel_says = |rs: &[Report]| rs.iter().any(|r| !is_oracle(r.kind));
-        if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
-            // A stuck operation: give the hung task detector time to say where.
-            let mark = run.console.first().map(|l| l.index).unwrap_or(0);
-            let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
-            let _ = vm
-                .console()
-                .wait_for_text(mark, deadline, "blocked for more than");
-            std::thread::sleep(Duration::from_secs(1));
-            let mut later = run.clone();
-            later.console = vm.console().lines_since(mark);
-            reports = crate::analyze::reports(&vm, prog, &later, Duration::ZERO);
-        }
-        if kernel_says(&reports) {
-            // The kernel's report explains a hang or a lost guest better than the harness.
-            reports.retain(|r| {
-                !matches!(
-                    r.kind,
-                    ReportType::StuckOp | ReportType::LostConnection | ReportType::NoOutput
-                )
-            });
-        }
         if reports.iter().all(|r| r.kind == ReportType::QemuExited) && !reports.is_empty() {
             // QEMU died and the kernel said nothing: killed from outside or QEMU's own crash.
             let why = format!(
@@ -348,6 +311,7 @@ impl GuestTarget {
                 &r.run_log,
                 &kinfo,
                 Some(&r.profile),
+                self.setup.base.bugzoo.as_deref(),
             )?;
             for (rep, f) in filed.iter().zip(stored) {
                 ex.reports.push(Found {
@@ -380,18 +344,7 @@ impl GuestTarget {
     }
 }
 
-/// Report types the harness produces (as opposed to the kernel).
-pub fn is_oracle(k: ReportType) -> bool {
-    matches!(
-        k,
-        ReportType::StuckOp
-            | ReportType::LostConnection
-            | ReportType::NoOutput
-            | ReportType::QemuExited
-            | ReportType::UnexpectedReboot
-            | ReportType::VirtioMemNotSettled
-    )
-}
+pub use crate::analyze::is_oracle;
 
 impl Target for GuestTarget {
     fn execute(&mut self, prog: &Program) -> Result<Execution> {

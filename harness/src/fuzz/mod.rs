@@ -226,7 +226,16 @@ struct Prepared {
 }
 
 fn prepare(cfg: &FuzzConfig) -> Result<Prepared> {
-    let d = Arc::new(crate::desc::Descriptions::embedded());
+    let mut d = crate::desc::Descriptions::embedded();
+    for (name, w) in &cfg.op_weights {
+        let op = d
+            .ops
+            .iter_mut()
+            .find(|o| &o.name == name)
+            .ok_or_else(|| anyhow::anyhow!("op_weights: no operation named {name:?}"))?;
+        op.weight = *w;
+    }
+    let d = Arc::new(d);
     input::set_descriptions(d.clone());
     let w = Workdir {
         root: cfg.workdir.clone(),
@@ -240,6 +249,29 @@ fn prepare(cfg: &FuzzConfig) -> Result<Prepared> {
         seeds,
         resume,
     })
+}
+
+/// A check, cheap enough to call after every execution, of whether a report with one of the
+/// configuration's `stop_on_titles` was filed since `since`.
+fn title_watch(cfg: &FuzzConfig, since: SystemTime) -> impl Fn() -> bool {
+    let titles = cfg.stop_on_titles.clone();
+    let reports = cfg.reports.clone();
+    let last = std::cell::Cell::new(Instant::now() - Duration::from_secs(60));
+    let hit = std::cell::Cell::new(false);
+    move || {
+        if titles.is_empty() || hit.get() {
+            return hit.get();
+        }
+        if last.get().elapsed() < Duration::from_secs(2) {
+            return false;
+        }
+        last.set(Instant::now());
+        let found = reports_since(&reports, since)
+            .iter()
+            .any(|(t, _, _)| titles.iter().any(|x| x == t));
+        hit.set(found);
+        found
+    }
 }
 
 /// Runs a campaign with one guest in this process.
@@ -278,14 +310,9 @@ pub fn run_single(cfg: &FuzzConfig) -> Result<Summary> {
     let mut mgr = libafl::events::SimpleEventManager::new(monitor);
     let target = guest::GuestTarget::new(guest::GuestSetup::from_config(cfg, 0), d.clone())?;
     hotfuzz_vm::process::set_graceful(true);
-    let result = engine::run_client(
-        &params,
-        target,
-        None,
-        &mut mgr,
-        &hotfuzz_vm::process::stop_requested,
-        None,
-    );
+    let found = title_watch(cfg, started_wall);
+    let stop = || hotfuzz_vm::process::stop_requested() || found();
+    let result = engine::run_client(&params, target, None, &mut mgr, &stop, None);
     hotfuzz_vm::process::set_graceful(false);
     finish_resume(&w)?;
     let o = result?;

@@ -1,0 +1,356 @@
+//! The guests a reproduction runs on: a pool of worker threads, each booting a fresh guest
+//! for every run, running a candidate's programs in order and judging what happened.
+//!
+//! A run counts as a crash only when a report with the target's title (or one of its
+//! alternative titles) appears. Without a known title (a bare program), the first kernel report
+//! a run produces becomes the target. A guest that fails to boot or a QEMU that dies without a
+//! kernel report is an infrastructure failure, not a run.
+
+use super::minimize::{Candidate, Evidence, Oracle, RunOutcome};
+use crate::analyze::{is_oracle, judge, HUNG_TASK_TIMEOUT};
+use crate::desc::Descriptions;
+use crate::guest_args::Prepared;
+use crate::prog::Program;
+use crate::report::{Report, ReportType};
+use crate::runner::{RunOptions, RunResult, Runner};
+use anyhow::Result;
+use hotfuzz_executor::protocol::Outcome;
+use hotfuzz_vm::Vm;
+use regex::Regex;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The bug being reproduced.
+#[derive(Debug, Clone, Default)]
+pub struct TargetBug {
+    /// Titles that count (title first).
+    pub titles: Vec<String>,
+}
+
+impl TargetBug {
+    /// Whether `r` is this bug.
+    pub fn matches(&self, r: &Report) -> bool {
+        r.titles().any(|t| self.titles.iter().any(|x| x == t))
+    }
+}
+
+/// How the pool's guests are set up.
+#[derive(Clone)]
+pub struct PoolSetup {
+    /// Kernel, image and VM options (the profile is already applied).
+    pub prepared: Arc<Prepared>,
+    /// Descriptions.
+    pub d: Arc<Descriptions>,
+    /// How long virtio-mem devices get to settle after a program.
+    pub settle: Duration,
+    /// Limit for one program (default: the sum of its operations' deadlines).
+    pub timeout: Option<Duration>,
+    /// Titles never taken as the target when it is not known.
+    pub suppressions: Vec<Regex>,
+    /// Where run logs and the console logs of crashing runs go.
+    pub log_dir: PathBuf,
+}
+
+/// The last crashing run's files, for the report directory.
+#[derive(Debug, Clone, Default)]
+pub struct CrashFiles {
+    /// Console log of the guest.
+    pub console: String,
+    /// Run log.
+    pub run_log: String,
+    /// The report.
+    pub report: Option<Report>,
+    /// The accelerator the guest ran with.
+    pub accel: Option<hotfuzz_vm::Accel>,
+}
+
+struct Job {
+    id: u64,
+    cand: Candidate,
+    reply: mpsc::Sender<(u64, RunOutcome)>,
+}
+
+/// Guests running candidates, one worker thread per guest.
+pub struct GuestPool {
+    workers: Vec<mpsc::Sender<Job>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    target: Arc<Mutex<TargetBug>>,
+    last_crash: Arc<Mutex<CrashFiles>>,
+    next: u64,
+}
+
+impl GuestPool {
+    /// A pool of `n` guests for `target` (empty titles: the first kernel report decides).
+    pub fn new(setup: PoolSetup, n: usize, target: TargetBug) -> Result<GuestPool> {
+        std::fs::create_dir_all(&setup.log_dir)?;
+        let target = Arc::new(Mutex::new(target));
+        let last_crash = Arc::new(Mutex::new(CrashFiles::default()));
+        let mut workers = Vec::new();
+        let mut threads = Vec::new();
+        for slot in 0..n.max(1) {
+            let (tx, rx) = mpsc::channel::<Job>();
+            let setup = setup.clone();
+            let target = target.clone();
+            let last = last_crash.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("repro-vm{slot}"))
+                    .spawn(move || {
+                        for job in rx {
+                            let out = run_one(&setup, slot, job.id, &job.cand, &target, &last);
+                            let _ = job.reply.send((job.id, out));
+                        }
+                    })?,
+            );
+            workers.push(tx);
+        }
+        Ok(GuestPool {
+            workers,
+            threads,
+            target,
+            last_crash,
+            next: 0,
+        })
+    }
+
+    /// The bug's titles as known now.
+    pub fn target(&self) -> TargetBug {
+        lock(&self.target).clone()
+    }
+
+    /// Files of the most recent crashing run.
+    pub fn last_crash(&self) -> CrashFiles {
+        lock(&self.last_crash).clone()
+    }
+}
+
+impl Drop for GuestPool {
+    fn drop(&mut self) {
+        self.workers.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Oracle for GuestPool {
+    fn slots(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn run(&mut self, jobs: &[Candidate]) -> Vec<RunOutcome> {
+        let (tx, rx) = mpsc::channel();
+        let base = self.next;
+        for (i, c) in jobs.iter().enumerate() {
+            let w = &self.workers[i % self.workers.len()];
+            let _ = w.send(Job {
+                id: base + i as u64,
+                cand: c.clone(),
+                reply: tx.clone(),
+            });
+        }
+        self.next += jobs.len() as u64;
+        drop(tx);
+        let mut out: Vec<RunOutcome> = vec![RunOutcome::Infra("no answer".into()); jobs.len()];
+        for (id, o) in rx {
+            out[(id - base) as usize] = o;
+        }
+        out
+    }
+}
+
+/// One run of `cand` on a fresh guest.
+fn run_one(
+    setup: &PoolSetup,
+    slot: usize,
+    id: u64,
+    cand: &Candidate,
+    target: &Mutex<TargetBug>,
+    last: &Mutex<CrashFiles>,
+) -> RunOutcome {
+    if hotfuzz_vm::process::stop_requested() {
+        return RunOutcome::Infra("stopping".into());
+    }
+    let p = &setup.prepared;
+    let mut opts = p.options.clone();
+    opts.name = format!("hotfuzz-repro{slot}");
+    let vm = match Vm::boot(&p.kernel, &p.image, &opts) {
+        Ok(vm) => Arc::new(vm),
+        Err(e) => return RunOutcome::Infra(format!("the guest did not boot: {e}")),
+    };
+    if let Err(e) = vm.run(&format!(
+        "echo {HUNG_TASK_TIMEOUT} > /proc/sys/kernel/hung_task_timeout_secs"
+    )) {
+        vm.kill();
+        return RunOutcome::Infra(format!("setting up the guest: {e}"));
+    }
+    let run_log = setup.log_dir.join(format!("run-{id:04}.log"));
+    let mut runner = match Runner::new(vm.clone(), &run_log) {
+        Ok(r) => r,
+        Err(e) => {
+            vm.kill();
+            return RunOutcome::Infra(format!("starting the runner: {e:#}"));
+        }
+    };
+    let mut base = 0usize;
+    let mut started = Vec::new();
+    let mut ok = Vec::new();
+    let mut outcome = RunOutcome::Clean;
+    for prog in cand {
+        let run = match runner.run(
+            &setup.d,
+            prog,
+            &RunOptions {
+                kcov: false,
+                timeout: setup.timeout,
+                settle: Duration::from_millis(300),
+            },
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                outcome = RunOutcome::Infra(format!("the runner failed: {e:#}"));
+                break;
+            }
+        };
+        let reports = judge(&vm, prog, &run, setup.settle);
+        let hit = {
+            let mut t = lock(target);
+            if t.titles.is_empty() {
+                // A bare program: the first kernel report (or stuck operation) is the bug.
+                if let Some(r) = reports.iter().find(|r| {
+                    (!is_oracle(r.kind) || r.kind == ReportType::StuckOp)
+                        && !setup.suppressions.iter().any(|s| s.is_match(&r.title))
+                }) {
+                    t.titles = r.titles().map(str::to_string).collect();
+                }
+            }
+            reports.iter().find(|r| t.matches(r)).cloned()
+        };
+        if let Some(rep) = hit {
+            let (s, o, crash) = op_facts(prog, &run, &rep);
+            started.extend(s);
+            ok.extend(o);
+            let ev = Evidence {
+                title: rep.title.clone(),
+                report: rep.text.clone(),
+                console: excerpt(&run, &rep),
+                started,
+                ok,
+                crash_op: crash.map(|c| base + c),
+            };
+            drop(runner);
+            vm.kill();
+            *lock(last) = CrashFiles {
+                console: std::fs::read_to_string(vm.console_log()).unwrap_or_default(),
+                run_log: std::fs::read_to_string(&run_log).unwrap_or_default(),
+                report: Some(rep),
+                accel: Some(vm.accel()),
+            };
+            let _ = std::fs::remove_file(&run_log);
+            return RunOutcome::Crashed(Box::new(ev));
+        }
+        if reports.iter().any(|r| {
+            r.kind == ReportType::QemuExited && !reports.iter().any(|x| !is_oracle(x.kind))
+        }) {
+            outcome = RunOutcome::Infra("QEMU exited without a kernel report".into());
+            break;
+        }
+        if !vm.is_alive() || run.lost.is_some() {
+            // Another bug (or a lost guest) ended the run: the rest cannot run.
+            break;
+        }
+        base += prog.ops.len();
+        started.extend(std::iter::repeat_n(true, prog.ops.len()));
+        ok.extend(
+            run.ops
+                .iter()
+                .map(|o| matches!(o.outcome, Some(Outcome::Ok { .. }))),
+        );
+    }
+    drop(runner);
+    vm.kill();
+    let _ = std::fs::remove_file(&run_log);
+    outcome
+}
+
+/// Per operation of `prog`: started before the report, succeeded; and the operation running
+/// when the report appeared (kernel-log markers before the report's first line; for the
+/// harness's own reports, every operation that started and the stuck one).
+fn op_facts(
+    prog: &Program,
+    run: &RunResult,
+    rep: &Report,
+) -> (Vec<bool>, Vec<bool>, Option<usize>) {
+    let n = prog.ops.len();
+    let ok: Vec<bool> = (0..n)
+        .map(|i| {
+            run.ops
+                .get(i)
+                .is_some_and(|o| matches!(o.outcome, Some(Outcome::Ok { .. })))
+        })
+        .collect();
+    if is_oracle(rep.kind) {
+        let started: Vec<bool> = (0..n)
+            .map(|i| run.ops.get(i).is_some_and(|o| o.started.is_some()))
+            .collect();
+        let stuck = run.ops.iter().position(|o| {
+            matches!(
+                o.outcome,
+                Some(Outcome::Stuck) | Some(Outcome::Timeout { .. })
+            )
+        });
+        return (started, ok, stuck);
+    }
+    let mut started = vec![false; n];
+    let mut crash = None;
+    for l in run.console.iter().take(rep.start_line) {
+        if let Some(i) = marker_op(&l.text, &run.program_id) {
+            if i < n {
+                started[i] = true;
+                crash = Some(i);
+            }
+        }
+    }
+    if crash.is_none() {
+        // No markers (a kernel without /dev/kmsg writes?): say nothing rather than guess.
+        return (Vec::new(), ok, None);
+    }
+    (started, ok, crash)
+}
+
+/// `hotfuzz: executing program ID op N (thread T): name` → N.
+fn marker_op(line: &str, id: &str) -> Option<usize> {
+    let rest = line.split("hotfuzz: executing program ").nth(1)?;
+    let rest = rest.strip_prefix(id)?.strip_prefix(" op ")?;
+    rest.split(' ').next()?.parse().ok()
+}
+
+fn excerpt(run: &RunResult, rep: &Report) -> String {
+    let from = rep.start_line.saturating_sub(20);
+    let to = (rep.end_line + 5).min(run.console.len());
+    run.console
+        .get(from..to)
+        .unwrap_or_default()
+        .iter()
+        .map(|l| format!("{}\n", l.text))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_name_their_operation() {
+        let l = "[   12.5] hotfuzz: executing program 0123abcd op 14 (thread 1): memblock_state";
+        assert_eq!(marker_op(l, "0123abcd"), Some(14));
+        assert_eq!(marker_op(l, "ffff"), None);
+        assert_eq!(marker_op("[ 1.0] something else", "0123abcd"), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! What a reproduction starts from: a report directory, a console log with its run log, or a
+//! program file. Each gives the bug's titles (when known), the history of programs (newest
+//! last) and the guest they ran on.
+
+use crate::desc::Descriptions;
+use crate::prog::Program;
+use crate::store::{programs_from_run_log, Meta};
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+/// The starting point of a reproduction.
+#[derive(Debug, Clone, Default)]
+pub struct Source {
+    /// The bug's titles, title first (empty: whatever the programs make the kernel report).
+    pub titles: Vec<String>,
+    /// Programs that ran before the report, oldest first; the last one ran when it appeared.
+    pub history: Vec<Program>,
+    /// The fuzzing profile the guest was booted with, when recorded.
+    pub profile: Option<String>,
+    /// Bug zoo bugs armed in that guest, when recorded.
+    pub bugzoo: Option<String>,
+    /// The report directory, when the source is one.
+    pub report_dir: Option<PathBuf>,
+}
+
+/// `name: value` lines of the profile text kept in `meta.yaml`.
+fn profile_field(profile: &str, key: &str) -> Option<String> {
+    profile.lines().find_map(|l| {
+        l.strip_prefix(key)
+            .and_then(|r| r.strip_prefix(": "))
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// Splits `programs.prog` (programs headed by `# program I of N` lines) and parses each,
+/// errors naming the file and line.
+pub fn parse_history(text: &str, file: &Path, d: &Descriptions) -> Result<Vec<Program>> {
+    let mut chunks: Vec<(usize, String)> = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        if l.starts_with("# program ") || chunks.is_empty() {
+            chunks.push((i, String::new()));
+        }
+        let c = chunks.last_mut().expect("pushed");
+        c.1.push_str(l);
+        c.1.push('\n');
+    }
+    let mut out = Vec::new();
+    for (first, chunk) in chunks {
+        let p = Program::parse(&chunk, d)
+            .map_err(|e| anyhow!("{}:{}:{}: {}", file.display(), first + e.line, e.col, e.msg))?;
+        if !p.ops.is_empty() {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+impl Source {
+    /// Loads `path`: a report directory (with `meta.yaml`), a program file, or a console log
+    /// (then `run_log` gives the programs; a run log alone is fine too).
+    pub fn load(path: &Path, run_log: Option<&Path>, d: &Descriptions) -> Result<Source> {
+        if path.is_dir() {
+            return Source::from_report_dir(path, d);
+        }
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let logs_programs = text.contains(" executing program ");
+        let reports = crate::report::parse(&text);
+        if run_log.is_none() && !logs_programs && reports.is_empty() {
+            let p = crate::prog_file::read_program(path, d)?;
+            return Ok(Source {
+                history: vec![p],
+                ..Source::default()
+            });
+        }
+        let titles = reports
+            .iter()
+            .find(|r| r.corrupted.is_none())
+            .or(reports.first())
+            .map(|r| r.titles().map(str::to_string).collect())
+            .unwrap_or_default();
+        let (log_text, log_path) = match run_log {
+            Some(p) => (
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+                p.to_path_buf(),
+            ),
+            None => (text.clone(), path.to_path_buf()),
+        };
+        let mut history = Vec::new();
+        for (i, t) in programs_from_run_log(&log_text).iter().enumerate() {
+            history.push(Program::parse(t, d).map_err(|e| {
+                anyhow!(
+                    "{}: program {} of the run log, line {}: {}",
+                    log_path.display(),
+                    i + 1,
+                    e.line,
+                    e.msg
+                )
+            })?);
+        }
+        if history.is_empty() {
+            bail!(
+                "{}: no programs (a run log has `executing program` lines; pass it with --run-log)",
+                log_path.display()
+            );
+        }
+        // The history before the report: the console's kernel-log markers name the program
+        // running when it appeared; later programs cannot have caused it.
+        if let Some(rep) = reports.first() {
+            let running = text
+                .lines()
+                .take(rep.start_line)
+                .filter_map(|l| l.split("hotfuzz: executing program ").nth(1))
+                .filter_map(|r| r.split(' ').next())
+                .last();
+            if let Some(i) = running.and_then(|id| history.iter().rposition(|p| p.id(d) == id)) {
+                history.truncate(i + 1);
+            }
+        }
+        let keep = crate::analyze::HISTORY;
+        if history.len() > keep {
+            history.drain(..history.len() - keep);
+        }
+        Ok(Source {
+            titles,
+            history,
+            ..Source::default()
+        })
+    }
+
+    fn from_report_dir(dir: &Path, d: &Descriptions) -> Result<Source> {
+        let meta_path = dir.join("meta.yaml");
+        let meta_text = std::fs::read_to_string(&meta_path)
+            .with_context(|| format!("{} is not a report directory", dir.display()))?;
+        let meta: Meta = serde_yaml::from_str(&meta_text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            anyhow!("{}{at}: {e}", meta_path.display())
+        })?;
+        let progs = dir.join("programs.prog");
+        let history = match std::fs::read_to_string(&progs) {
+            Ok(t) => parse_history(&t, &progs, d)?,
+            Err(_) => {
+                let rl = dir.join("run.log");
+                let t = std::fs::read_to_string(&rl).with_context(|| {
+                    format!("{}: neither programs.prog nor run.log", dir.display())
+                })?;
+                programs_from_run_log(&t)
+                    .iter()
+                    .filter_map(|t| Program::parse(t, d).ok())
+                    .collect()
+            }
+        };
+        if history.is_empty() {
+            bail!("{}: the report has no programs to replay", dir.display());
+        }
+        let profile = meta.profile.as_deref();
+        Ok(Source {
+            titles: std::iter::once(meta.title.clone())
+                .chain(meta.alt_titles.iter().cloned())
+                .collect(),
+            history,
+            profile: profile.and_then(|p| profile_field(p, "profile")),
+            bugzoo: profile.and_then(|p| profile_field(p, "bugzoo")),
+            report_dir: Some(dir.to_path_buf()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_errors_name_the_line() {
+        let d = Descriptions::embedded();
+        let text = "# program 1 of 2 (the last one ran when the report appeared)\nyield()\n# program 2 of 2 (the last one ran when the report appeared)\nyield()\nbogus_op()\n";
+        let e = parse_history(text, Path::new("r/programs.prog"), &d).unwrap_err();
+        assert!(e.to_string().starts_with("r/programs.prog:5:"), "{e}");
+        let ok = parse_history(&text.replace("bogus_op()\n", ""), Path::new("x"), &d).unwrap();
+        assert_eq!(ok.len(), 2);
+    }
+
+    #[test]
+    fn profile_fields() {
+        let p = "profile: bbm\nbugzoo: warn_reonline\ncmdline: console=ttyS0\n";
+        assert_eq!(profile_field(p, "profile").as_deref(), Some("bbm"));
+        assert_eq!(profile_field(p, "bugzoo").as_deref(), Some("warn_reonline"));
+        assert_eq!(profile_field(p, "memory"), None);
+    }
+}

@@ -1,0 +1,173 @@
+//! `hotfuzz repro` on real TCG guests: a 40+ operation generated program with the bug zoo's
+//! warn_reonline trigger planted in it is minimized to the trigger's length (+1 at most), its
+//! report directory gets repro.prog, repro.log and the reliability, and the generated
+//! `repro.sh` reproduces the bug with QEMU, bash and ssh alone.
+
+use hotfuzz::desc::Descriptions;
+use hotfuzz::fuzz::config::{default_profiles, FuzzConfig};
+use hotfuzz::gen::Generator;
+use hotfuzz::guest_args::GuestArgs;
+use hotfuzz::prog::Program;
+use hotfuzz::repro::minimize::{family, ops, remove_ops, Options};
+use hotfuzz::repro::{reproduce, ReproOptions};
+use hotfuzz::state::GuestState;
+use hotfuzz_vm::{AccelChoice, Arch, MachineConfig};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// The planted bug's trigger: plug, then offline/online one block twice (7 operations).
+const TRIGGER: &str = "\
+virtio_mem_resize(dev=0x0, size=0x10000000)
+virtio_mem_wait(dev=0x0, ms=0x2710)
+r0 = memblock_find(which=\"movable\", nth=0x0)
+memblock_state(block=r0, state=\"offline\")
+memblock_state(block=r0, state=\"online_movable\")
+memblock_state(block=r0, state=\"offline\")
+memblock_state(block=r0, state=\"online_movable\")
+";
+
+/// Generated workload operations (no hotplug, pins, injection or hwpoison, which could keep
+/// the block from going offline and hide the bug), with the trigger spread among them.
+fn planted(noise_ops: usize) -> Program {
+    let d = Descriptions::embedded();
+    let st = GuestState::model(&MachineConfig::new(Arch::X86_64));
+    let mut g = Generator::new(&d, &st, 7);
+    let mut noise = Program::default();
+    for op in g.generate(noise_ops * 6).ops {
+        let fam = family(&d, &op.name);
+        let slow = ["hugetlb_pool", "sleep_ms", "migrate_pages"].contains(&op.name.as_str());
+        if (fam == "workload" || fam == "misc") && !slow {
+            noise.ops.push(op);
+        }
+    }
+    // References to dropped producers go too.
+    let mut defined = BTreeSet::new();
+    let mut bad = BTreeSet::new();
+    for (i, op) in noise.ops.iter().enumerate() {
+        let orphan = op
+            .args
+            .iter()
+            .any(|a| matches!(a, hotfuzz::prog::Arg::Ref(r) if !defined.contains(r)));
+        if orphan {
+            bad.insert(i);
+        } else if let Some(r) = op.ret {
+            defined.insert(r);
+        }
+    }
+    let mut noise = remove_ops(&vec![noise], &bad).pop().unwrap();
+    noise.ops.truncate(noise_ops);
+    assert_eq!(noise.ops.len(), noise_ops, "not enough generated noise");
+    let trig = Program::parse(TRIGGER, &d).unwrap();
+    let p = hotfuzz::repro::plant::interleave(&noise, &trig);
+    p.validate(&d).unwrap();
+    p
+}
+
+fn qemu_left(name: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_planted_bug_is_minimized_and_repro_sh_reproduces_it_without_hotfuzz() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = Descriptions::embedded();
+    let prog = planted(36);
+    assert!(prog.ops.len() >= 40);
+    let file = dir.path().join("long.prog");
+    std::fs::write(&file, prog.print(&d)).unwrap();
+
+    let mut guest = GuestArgs::default_for(Arch::X86_64);
+    guest.accel = AccelChoice::Tcg;
+    guest.bugzoo = Some("warn_reonline".into());
+    let config = FuzzConfig {
+        profiles: default_profiles()
+            .into_iter()
+            .filter(|p| p.name == "default")
+            .collect(),
+        ..FuzzConfig::default()
+    };
+    let opts = ReproOptions {
+        input: file,
+        run_log: None,
+        guest,
+        config,
+        profile: None,
+        reports: dir.path().join("reports"),
+        work: dir.path().join("work"),
+        vms: 1,
+        timeout: Some(Duration::from_secs(300)),
+        minimize: Options {
+            runs: 3,
+            ..Options::default()
+        },
+        no_minimize: false,
+    };
+    let s = reproduce(&opts, |p| {
+        eprintln!("[{} runs] {} {} ops: {}", p.runs, p.step, p.ops, p.msg)
+    })
+    .unwrap();
+    let m = &s.result;
+    eprintln!("{}", m.log.join("\n"));
+    assert_eq!(s.title.as_deref(), Some("WARNING in bugzoo_warn_reonline"));
+    assert!(m.gave_up.is_none(), "{:?}", m.gave_up);
+    assert!(s.reproduced());
+    let trigger_len = TRIGGER.lines().count();
+    assert!(
+        ops(&m.candidate) <= trigger_len + 1,
+        "minimized to {} ops:\n{}",
+        ops(&m.candidate),
+        m.candidate[0].print(&d)
+    );
+    eprintln!(
+        "minimized {} -> {} ops with {} minimization runs ({} in all) in {:?}",
+        prog.ops.len(),
+        ops(&m.candidate),
+        m.minimize_runs,
+        m.total_runs,
+        s.wall
+    );
+
+    // The report directory has the reproducer, its log and the reliability.
+    let rdir = s.dir.clone().expect("a report directory");
+    let rp = std::fs::read_to_string(rdir.join("repro.prog")).unwrap();
+    let back = Program::parse(&rp, &d).unwrap();
+    assert_eq!(back, m.candidate[0]);
+    let meta = std::fs::read_to_string(rdir.join("meta.yaml")).unwrap();
+    assert!(meta.contains("reproducibility:"), "{meta}");
+    assert!(std::fs::read_to_string(rdir.join("repro.log"))
+        .unwrap()
+        .contains("drop every family but hotplug"));
+    assert!(std::fs::read_to_string(rdir.join("repro-report.txt"))
+        .unwrap()
+        .contains("came online a third time"));
+    assert!(
+        !qemu_left("hotfuzz-repro0"),
+        "a guest outlived hotfuzz repro"
+    );
+
+    // repro.sh with bash, QEMU and ssh alone: no hotfuzz process, no hotfuzz library.
+    let script = s.script.clone().expect("repro.sh");
+    let out = std::process::Command::new("timeout")
+        .args(["600", "bash"])
+        .arg(&script)
+        .current_dir(dir.path())
+        .env("REPRO_LOGS", dir.path().join("repro-sh-logs"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "repro.sh did not reproduce:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("REPRODUCED: WARNING in bugzoo_warn_reonline"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(!qemu_left("hotfuzz-repro"), "repro.sh left QEMU running");
+}
