@@ -69,8 +69,6 @@ pub struct ScriptInput<'a> {
 const EXECUTOR: &str = crate::runner::EXECUTOR_GUEST_PATH;
 /// sysfs memory block directory.
 const MEMORY: &str = "/sys/devices/system/memory";
-/// Exit status of a guest command whose kernel interface is missing.
-const UNSUPPORTED_STATUS: u32 = 97;
 /// Largest literal memory block number whose PFN arithmetic stays exact in 64-bit shell
 /// arithmetic.
 const MAX_SHELL_BLOCK: u64 = 1 << 24;
@@ -80,7 +78,12 @@ const MAX_SHELL_PFN: u64 = 1 << 40;
 /// grace) before the script gives up on it and abandons its thread.
 const SSH_GRACE_S: u64 = 12;
 
-/// Generates the text of `repro.sh` for `inp`.
+/// Generates the text of `repro.sh` for `inp` (shell mode when every operation has a shell
+/// form, executor mode otherwise; see the module documentation).
+///
+/// Fails when no correct script can be made: no detection patterns, a pattern with a line
+/// break, a NUL byte in a QEMU argument, a path that is not UTF-8, an odd virtio-mem id, or a
+/// program that does not validate against the descriptions.
 pub fn generate(inp: &ScriptInput) -> anyhow::Result<String> {
     check_input(inp)?;
     let d = inp.d;
@@ -311,12 +314,10 @@ impl Cmd {
         }
     }
 
-    /// Fails with the "unsupported" status when `path` (a constant without special
-    /// characters) does not exist: the executor's `op_needs`.
+    /// Fails with the "unsupported" status (97, see `G_HELPERS`) when `path` (a constant
+    /// without special characters) does not exist: the executor's `op_needs`.
     fn needs(&mut self, path: &str) -> &mut Self {
-        self.lit(&format!(
-            "[ -e {path} ] || {{ echo \"kernel has no {path}\" >&2; exit {UNSUPPORTED_STATUS}; }}\n"
-        ))
+        self.lit(&format!("need {path}\n"))
     }
 
     /// `echo -n VALUE > PATH`: one write(2) of exactly VALUE, whose error busybox reports.
@@ -526,7 +527,7 @@ fn shell_form(d: &Descriptions, op: &Op, facts: &MachineFacts) -> Result<Form, S
             let path = if node < 0 {
                 let global = format!("/sys/kernel/mm/hugepages/{dir}");
                 c.lit(&format!(
-                    "[ -d {} ] || {{ echo {} >&2; exit {UNSUPPORTED_STATUS}; }}\n",
+                    "[ -d {} ] || unsupported {}\n",
                     gq(&global),
                     msg_word(&format!("no {size} huge pages on this kernel"))
                 ));
@@ -586,11 +587,10 @@ fn shell_form(d: &Descriptions, op: &Op, facts: &MachineFacts) -> Result<Form, S
                 "echo -n off 2>/dev/null > {KDAMOND}/state\necho -n 0 > {DAMON}\n"
             ));
         }
-        name => {
-            return Err(format!(
-                "{name} needs a process that holds state or makes system calls \
-                 (only the executor can run it)"
-            ))
+        _ => {
+            return Err(
+                "needs a process that keeps state across operations or makes system calls".into(),
+            )
         }
     }
     Ok(c.form(desc))
@@ -761,6 +761,10 @@ fn header(s: &mut String, inp: &ScriptInput, plan: &Plan) {
 }
 
 fn settings(s: &mut String, inp: &ScriptInput) -> anyhow::Result<()> {
+    s.push_str(
+        "# shellcheck disable=SC2016,SC2317 # guest commands are single-quoted on purpose; \
+         cleanup runs from a trap\n",
+    );
     let _ = writeln!(s, "export LC_ALL=C");
     let _ = writeln!(s, "umask 077\n");
     let _ = writeln!(s, "QEMU=${{QEMU:-{}}}", sq(path_str(&inp.qemu)?));
@@ -811,7 +815,9 @@ fn data(s: &mut String, inp: &ScriptInput, plan: &Plan, facts: &MachineFacts) {
     s.push_str(" )\n");
     let _ = writeln!(s, "HOTPLUG_PORTS={}", facts.hotplug_ports);
     let _ = writeln!(s, "HOST_OPS={}", u8::from(has_host_ops(inp)));
-    let _ = writeln!(s, "EXECUTOR={}", sq(EXECUTOR));
+    if matches!(plan, Plan::Executor { .. }) {
+        let _ = writeln!(s, "EXECUTOR={}", sq(EXECUTOR));
+    }
     let _ = writeln!(s, "READY_MARKER={}", sq(hotfuzz_vm::guest::READY_MARKER));
     let _ = writeln!(s, "BUDGET_S={}", budget_ms(inp).div_ceil(1000));
     let _ = writeln!(s, "SSH_GRACE={SSH_GRACE_S}");
@@ -952,8 +958,13 @@ fn shell_program(s: &mut String, inp: &ScriptInput, forms: &[Form]) {
     s.push_str(
         "# Runs the program once; returns 0 (2 only for set-up failures).\nrun_program() {\n",
     );
-    let vars: Vec<String> = prod.keys().map(|r| format!("r{r}=")).collect();
-    let _ = writeln!(s, "  local ABANDONED= {}", vars.join(" "));
+    let vars: Vec<String> = prod.keys().map(|r| format!(" r{r}=''")).collect();
+    if !vars.is_empty() {
+        s.push_str(
+            "  # shellcheck disable=SC2034 # rN are set by printf -v and read by ${!name}\n",
+        );
+    }
+    let _ = writeln!(s, "  local ABANDONED=''{}", vars.concat());
     if threads.len() == 1 {
         let _ = writeln!(s, "  thread_{}", threads[0]);
     } else {
@@ -1031,6 +1042,8 @@ const GUEST_HELPERS: &str = r#"
 # ZONE_MOVABLE), normal (online elsewhere); anything else matches every block. Prints the
 # (NTH modulo matches)th; ENOENT when none matches.
 # page_size: the page size. block_size: the memory block size (block_size_bytes is hex).
+# need PATH: exits with status 97 ("unsupported", as the executor says) unless the kernel
+# has PATH.
 G_HELPERS='find_block() {
   m=/sys/devices/system/memory
   ids=$(ls "$m" | sed -n "s/^memory\([0-9][0-9]*\)\$/\1/p" | sort -n)
@@ -1067,6 +1080,8 @@ block_size() {
   [ "$b" -gt 0 ] || b=1
   echo "$b"
 }
+unsupported() { echo "$1" >&2; exit 97; }
+need() { [ -e "$1" ] || unsupported "kernel has no $1"; }
 '
 "#;
 
@@ -1074,7 +1089,7 @@ block_size() {
 /// steps, the check.
 const RUNTIME: &str = r#"
 # ---- everything below up to the program is the same in every repro.sh
-DIR= RUN= LOGS= LOG_ROOT= LOG_OUT= PORT= MARK=0 QEMU_PID= SSH_MASTER_PID= PDEATHSIG=
+DIR='' RUN='' LOGS='' LOG_ROOT='' LOG_OUT='' PORT='' MARK=0 QEMU_PID='' SSH_MASTER_PID='' PDEATHSIG=
 BG_PIDS=()
 ARGV=() SSH_BASE=() SSH=()
 
@@ -1232,14 +1247,14 @@ show_console_tail() {
 # wait_ssh: 0 when ssh works and the guest said it is ready, 3 when QEMU could not bind the
 # port, 1 otherwise.
 wait_ssh() {
-  local deadline=$((SECONDS + TIMEOUT)) up= st
+  local deadline=$((SECONDS + TIMEOUT)) up='' st
   while :; do
     if ! kill -0 "$QEMU_PID" 2>/dev/null; then
       wait "$QEMU_PID" 2>/dev/null
       st=$?
       QEMU_PID=
       if grep -q 'host forwarding' "$LOGS/qemu.log" 2>/dev/null; then
-        say "port $PORT was taken; trying another one"
+        say "port $PORT was taken (attempt $attempt); trying another one"
         return 3
       fi
       say "QEMU exited during boot (status $st)."
@@ -1265,7 +1280,7 @@ wait_ssh() {
 
 boot() {
   local attempt st t0
-  for attempt in 1 2 3 4 5; do
+  for ((attempt = 1; attempt <= 5; attempt++)); do
     PORT=$(free_port) || { say "found no free TCP port on 127.0.0.1"; return 1; }
     SSH_BASE=(-F /dev/null -i "$DIR/key" -p "$PORT" -o IdentitiesOnly=yes -o BatchMode=yes
       -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o GlobalKnownHostsFile=/dev/null
@@ -1378,7 +1393,7 @@ qmp_exec() {
     return 1
   fi
   if [[ $QMP_REPLY == *'"error"'* ]]; then
-    local desc=? class=?
+    local desc='?' class='?'
     [[ $QMP_REPLY =~ $RE_DESC ]] && desc=${BASH_REMATCH[1]}
     [[ $QMP_REPLY =~ $RE_CLASS ]] && class=${BASH_REMATCH[1]}
     host_err 22 "$1: $desc ($class)"
@@ -1390,9 +1405,9 @@ qmp_exec() {
 # ---- host operations (hotfuzz's harness/src/hostops.rs). Each sets the host result
 # HS (ok | errno | unsupported), HV (value), HE (errno), HM (message). Their state (devices,
 # DIMMs, ports) lives in files so that concurrent threads share it; host_lock serializes them.
-host_ok() { HS=ok HV=${1:-} HE= HM=; }
-host_err() { HS=errno HV= HE=$1 HM=$2; }
-host_unsupported() { HS=unsupported HV= HE= HM=$1; }
+host_ok() { HS=ok HV=${1:-} HE='' HM=''; }
+host_err() { HS=errno HV='' HE=$1 HM=$2; }
+host_unsupported() { HS=unsupported HV='' HE='' HM=$1; }
 
 host_state_init() {
   local id
@@ -1544,7 +1559,7 @@ h_balloon() {
 }
 
 # ---- steps (shell mode)
-OP_LINE= OP_RES= OP_VAL= OP_STATUS= OP_DETAIL= OP_T0=
+OP_LINE='' OP_RES='' OP_VAL='' OP_STATUS='' OP_DETAIL='' OP_T0=
 
 # publish rN VALUE / await_ref rN: results other threads use (empty: no value).
 publish() {
@@ -1567,7 +1582,7 @@ op() {
   local t=$1 i=$2 res=$3 needs=$4 kind=$5 ref
   shift 5
   OP_LINE="[t$t] #$i ${PROG_TEXT[$i]}"
-  OP_RES=$res OP_VAL= OP_STATUS= OP_DETAIL= OP_T0=
+  OP_RES=$res OP_VAL='' OP_STATUS='' OP_DETAIL='' OP_T0=
   if [[ -n $ABANDONED ]]; then
     op_done skipped "thread $t was abandoned (stuck in an earlier operation)"
     return
@@ -1596,7 +1611,7 @@ op() {
 }
 
 op_done() {
-  local st=$1 detail=$2 val= dur= hex=
+  local st=$1 detail=$2 val='' dur='' hex=
   [[ -n $OP_T0 ]] && dur=" ($(fmt_ms $(($(now_ms) - OP_T0))))"
   if [[ $st == ok && -n $OP_VAL ]]; then
     if [[ $OP_VAL =~ ^[0-9]+$ ]]; then
@@ -1634,7 +1649,7 @@ op_done() {
 # like the executor interrupts an operation; abandoned when it does not even return SSH_GRACE s
 # later. The kernel log gets the executor's marker first.
 guest_op() {
-  local t=$1 i=$2 needs=$3 d=$4 cmd=$5 st err errf=$RUN/stderr.$BASHPID remote vars= ref
+  local t=$1 i=$2 needs=$3 d=$4 cmd=$5 st err errf=$RUN/stderr.$BASHPID remote vars='' ref
   if [[ $needs != - ]]; then
     for ref in $needs; do vars+="$ref=${!ref}"$'\n'; done
   fi
@@ -1661,7 +1676,7 @@ exit \$?"
 
 # host_op FUNCTION ARGS...: a host operation, serialized with the other threads' ones.
 host_op() {
-  HS= HV= HE= HM=
+  HS='' HV='' HE='' HM=
   host_lock
   "$@"
   host_unlock
@@ -1754,7 +1769,7 @@ RE_ERRNO='"errno":([0-9]+)'
 RE_MSG='"(msg|why)":"(([^"\\]|\\.)*)"'
 RE_DUR='"dur_us":([0-9]+)'
 RE_ABANDONED='"abandoned":\[([0-9,]*)\]'
-EXE_IN= EXE_OUT= EXE_ENDED= EXE_HELLO=
+EXE_IN='' EXE_OUT='' EXE_ENDED='' EXE_HELLO=
 VALS=()
 
 # ev_int EVENT NAME: integer argument NAME of a host request.
@@ -1764,7 +1779,7 @@ ev_int() {
 }
 
 exe_done() {
-  local l=$1 i t st val= errno= msg= dur=0 line ref r p hex=
+  local l=$1 i t st val='' errno='' msg='' dur=0 line ref r p hex=
   [[ $l =~ $RE_I ]] && i=${BASH_REMATCH[1]}
   [[ $l =~ $RE_T ]] && t=${BASH_REMATCH[1]}
   [[ $l =~ $RE_STATUS ]] && st=${BASH_REMATCH[1]}
@@ -1805,7 +1820,7 @@ exe_host() {
   local l=$1 i o
   [[ $l =~ $RE_I ]] || return
   i=${BASH_REMATCH[1]}
-  HS= HV= HE= HM=
+  HS='' HV='' HE='' HM=
   host_lock
   host_request "$i" "$l"
   host_unlock
@@ -1840,8 +1855,8 @@ exe_event() {
 
 # Runs the program under the guest's executor; 2 when the executor cannot even start.
 run_program() {
-  local line partial= st hard=$((SECONDS + BUDGET_S + 30))
-  EXE_ENDED= EXE_HELLO= VALS=()
+  local line partial='' st hard=$((SECONDS + BUDGET_S + 30))
+  EXE_ENDED='' EXE_HELLO='' VALS=()
   if ! timeout --foreground -k 2 30 ssh "${SSH[@]}" root@127.0.0.1 "test -x $EXECUTOR" </dev/null; then
     say "the guest has no $EXECUTOR (is BASE_INITRD hotfuzz's guest image?)"
     return 2
@@ -1855,8 +1870,9 @@ run_program() {
       exe_event "$partial$line"
       partial=
       continue
+    else
+      st=$?
     fi
-    st=$?
     if ((st > 128)); then
       partial+=$line
       if ! kill -0 "$QEMU_PID" 2>/dev/null; then
@@ -2112,7 +2128,7 @@ memblock_state(block=r0, state=\"online_movable\")
         assert!(s.contains("VMEM_IDS=( 'vm0' )"));
         assert!(s.contains("HOST_OPS=1\n"));
         assert!(s.contains("HOTPLUG_PORTS=2\n"));
-        assert!(s.contains("  local ABANDONED= r0=\n  thread_0\n"));
+        assert!(s.contains("  local ABANDONED='' r0=''\n  thread_0\n"));
         assert!(!s.contains("PROGRAM_JSON"));
         // The placeholders are this run's values, the kernel is $KERNEL.
         assert!(s.contains("\n    '-initrd' \"$DIR/initrd.cpio\"\n"));
@@ -2463,5 +2479,233 @@ pipe_release(pipe=r1) (thread: 1)
         let mut i = input(&d, &p);
         i.qemu_args.push("a\0b".into());
         assert!(generate(&i).is_err());
+    }
+
+    #[test]
+    fn every_guest_shell_form_is_valid_busybox_sh() {
+        // One program with every operation that has a shell form.
+        let text = "\
+r0 = memblock_find(which=\"normal\", nth=0x1)
+memblock_online(block=r0, on=0x1)
+auto_online_blocks(policy=\"online_movable\")
+online_policy(policy=\"auto-movable\")
+auto_movable_ratio(ratio=0x12c)
+virtio_mem_unplug_online(on=0x1)
+fail_page_alloc(probability=0x64, times=-0x1, min_order=0x2)
+r1 = pfn_in_block(block=0x21, page=0x3)
+r2 = memblock_of_pfn(pfn=r1)
+hard_offline(pfn=0x1234)
+hwpoison_corrupt(pfn=r1)
+hwpoison_unpoison(pfn=0x1234)
+drop_caches(what=0x3)
+compact_memory(node=-0x1)
+compact_memory(node=0x1)
+split_huge_pages_all()
+hugetlb_pool(size=\"2M\", node=-0x1, count=0x4)
+hugetlb_pool(size=\"1G\", node=0x0, count=0x1)
+damon_start(pfn=r1, npages=0x100, action=\"pageout\")
+damon_stop()
+r3 = virtio_mem_hot_add(max=0x40000000, requested=0x0, node=0x0, block_size=0x200000)
+virtio_mem_resize(dev=r3, size=0x8000000)
+balloon(target=0x20000000)
+sleep_ms(ms=0x1388)
+yield()
+";
+        let s = gen(text);
+        assert_syntax_ok(&s);
+        assert!(s.contains("\nMODE=shell\n"), "{s}");
+        // Every guest command, as the script sends it, must parse in busybox sh.
+        let script = format!(
+            "{}\n{}\nop() {{ [[ $5 == guest ]] || return 0; n=$((n + 1)); printf %s \"r0=1\nr1=2\n$G_HELPERS$7\" | {} -n || {{ echo \"#$2 does not parse\"; exit 1; }}; }}\nn=0\nthread_0\necho $n",
+            assignment(&s, "G_HELPERS"),
+            function(&s, "thread_0"),
+            sh()
+        );
+        let (st, out, err) = bash(&script, b"");
+        assert_eq!(st, 0, "{err}");
+        assert_eq!(String::from_utf8(out).unwrap(), "20\n");
+        assert!(s.contains("echo -n N > /sys/kernel/debug/fail_page_alloc/ignore-gfp-wait"));
+        assert!(s.contains("echo -n -1 > /sys/kernel/debug/fail_page_alloc/times"));
+        assert!(s.contains("echo -n 0x1234 > /sys/kernel/debug/hwpoison/unpoison-pfn"));
+        assert!(s.contains("echo -n 1 > /sys/devices/system/node/node1/compact"));
+        assert!(s.contains(
+            "echo -n 1 > /sys/devices/system/node/node0/hugepages/hugepages-1048576kB/nr_hugepages"
+        ));
+        assert!(s.contains("op 0 20 r3 - host h_virtio_mem_hot_add 1073741824 0 0 2097152\n"));
+        assert!(s.contains("op 0 21 - r3 host h_virtio_mem_resize \"${r3}\" 134217728\n"));
+        assert!(s.contains("op 0 22 - - host h_balloon 536870912\n"));
+        assert!(s.contains("op 0 23 - - sleep 5000 6000\n"));
+        assert!(s.contains("op 0 24 - - nop\n"));
+    }
+
+    /// Runs the generated script's `run_program` (the script sourced without its `main`) with
+    /// a fake `ssh` on PATH and QMP stubbed out; returns (status, stdout+stderr, fake dir).
+    fn run_with_fake_ssh(script: &str, fake_ssh: &str) -> (i32, String, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let lib = script
+            .trim_end()
+            .strip_suffix("main \"$@\"")
+            .expect("the script ends with main");
+        std::fs::write(dir.path().join("lib.sh"), lib).unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        let ssh = dir.path().join("bin/ssh");
+        std::fs::write(&ssh, format!("#!/bin/bash\nFAKE={d}\n{fake_ssh}")).unwrap();
+        Command::new("chmod").arg("+x").arg(&ssh).status().unwrap();
+        let test = format!(
+            r#"source {d}/lib.sh
+PATH={d}/bin:$PATH
+sleep 60 &
+QEMU_PID=$!
+DIR={d} RUN={d}/run LOGS={d}/logs SSH=(-p 1) SSH_GRACE=1
+mkdir -p "$RUN/refs" "$RUN/host" "$LOGS"
+host_state_init
+# QMP stub: records the command; device_del gets no DEVICE_DELETED event.
+qmp_exec() {{ printf '%s %s\n' "$1" "$2" >> {d}/qmp; QMP_REPLY='{{"return": {{}}, "id": "repro"}}' QMP_EVENT=''; }}
+run_program
+echo "rc=$?"
+kill $QEMU_PID
+"#
+        );
+        let (st, out, err) = bash(&test, b"");
+        (st, String::from_utf8_lossy(&out).into_owned() + &err, dir)
+    }
+
+    #[test]
+    fn executor_mode_talks_the_executor_protocol() {
+        let d = d();
+        let text = "\
+r0 = mmap_anon(len=0x200000, thp=\"huge\", populate=0x1, node=-0x1)
+r1 = dimm_add(size=0x8000000, node=0x0) (thread: 1)
+dimm_remove(d=r1) (thread: 1)
+";
+        let p = Program::parse(text, &d).unwrap();
+        let inp = input(&d, &p);
+        let s = generate(&inp).unwrap();
+        // A fake executor: events with pauses longer than the script's read timeout, a line
+        // split across two writes, host requests whose replies it records, and a process that
+        // lingers after `end` (the script must not wait for it).
+        let fake = r#"last=${@: -1}
+[[ $last == "test -x"* ]] && exit 0
+read -r prog
+printf '%s\n' "$prog" > $FAKE/program.json
+echo '{"ev":"hello","version":2,"kcov":false}'
+sleep 1.5
+echo '{"ev":"start","i":0,"t":0,"kt_ns":1}'
+echo '{"ev":"done","i":0,"t":0,"outcome":{"status":"ok","val":4096},"dur_us":1500,"kt_ns":2}'
+echo '{"ev":"host","i":1,"args":{"node":{"int":0},"size":{"int":134217728}}}'
+read -r reply; printf '%s\n' "$reply" >> $FAKE/replies
+echo '{"ev":"done","i":1,"t":1,"outcome":{"status":"ok","val":0},"dur_us":5,"kt_ns":2}'
+echo '{"ev":"host","i":2,"args":{"d":{"int":0}}}'
+read -r reply; printf '%s\n' "$reply" >> $FAKE/replies
+printf '{"ev":"done","i":2,"t":1,"outcome":{"status":"errno","errno":16,'
+sleep 1.2
+echo '"msg":"the guest did not release dimm0"},"dur_us":5,"kt_ns":2}'
+echo '{"ev":"end","abandoned":[]}'
+exec sleep 30
+"#;
+        let t0 = std::time::Instant::now();
+        let (st, out, dir) = run_with_fake_ssh(&s, fake);
+        assert_eq!(st, 0, "{out}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(20), "{out}");
+        assert!(out.contains("rc=0"), "{out}");
+        let json = serde_json::to_string(&p.to_exec(&d, budget_ms(&inp), false)).unwrap();
+        let sent = std::fs::read_to_string(dir.path().join("program.json")).unwrap();
+        assert_eq!(sent.trim_end(), json);
+        let replies = std::fs::read_to_string(dir.path().join("replies")).unwrap();
+        let replies: Vec<hotfuzz_executor::protocol::HostReply> = replies
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        use hotfuzz_executor::protocol::{HostReply, Outcome};
+        assert_eq!(
+            replies,
+            vec![
+                HostReply {
+                    i: 1,
+                    outcome: Outcome::val(0)
+                },
+                HostReply {
+                    i: 2,
+                    outcome: Outcome::Errno {
+                        errno: 16,
+                        msg: "the guest did not release dimm0".into()
+                    }
+                }
+            ]
+        );
+        let qmp = std::fs::read_to_string(dir.path().join("qmp")).unwrap();
+        assert!(qmp.contains(
+            "object-add {\"qom-type\":\"memory-backend-ram\",\"id\":\"dimm0-mem\",\"size\":134217728}"
+        ));
+        assert!(qmp.contains(
+            "device_add {\"driver\":\"pc-dimm\",\"id\":\"dimm0\",\"memdev\":\"dimm0-mem\",\"node\":0}"
+        ));
+        assert!(qmp.contains("device_del {\"id\":\"dimm0\"}"), "{qmp}");
+        assert!(out.contains("[t0] #0 r0 = mmap_anon(len=0x200000, thp=\"huge\", populate=0x1, node=-0x1) -> r0 = 4096 (0x1000) (0.001 s)"), "{out}");
+        assert!(out.contains("[t1] #2 dimm_remove(d=r1) (thread: 1) [r1=0] -> failed: EBUSY (errno 16): the guest did not release dimm0"), "{out}");
+        assert!(!out.contains("executor exited"), "{out}");
+    }
+
+    #[test]
+    fn shell_mode_steps_report_and_share_results() {
+        let s = gen("\
+r0 = memblock_find(which=\"movable\", nth=0x0)
+memblock_state(block=r0, state=\"offline\")
+virtio_mem_resize(dev=0x0, size=0x10000000)
+r1 = pfn_in_block(block=r0, page=0x10) (thread: 1)
+memblock_online(block=r0, on=0x1) (thread: 1)
+memblock_state(block=r0, state=\"online_movable\") (thread: 1)
+auto_online_blocks(policy=\"online\")
+");
+        // A fake guest: answers by what the command does. memblock_online never returns.
+        let fake = r#"cmd=${@: -1}
+printf '%s\n---\n' "$cmd" >> $FAKE/cmds
+case $cmd in
+*"find_block movable 0"*) echo 32 ;;
+*"* per + 16 % per"*) echo 1048592 ;;
+*"echo -n offline"*) echo "sh: write error: Device or resource busy" >&2; exit 1 ;;
+*"/online'"*) exec sleep 30 ;;
+*auto_online_blocks*) echo "kernel has no /sys/x" >&2; exit 97 ;;
+esac
+exit 0
+"#;
+        let (st, out, dir) = run_with_fake_ssh(&s, fake);
+        assert_eq!(st, 0, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        let has = |l: &str| lines.iter().any(|x| x.starts_with(l));
+        assert!(
+            has("[t0] #0 r0 = memblock_find(which=\"movable\", nth=0x0) -> r0 = 32 (0x20)"),
+            "{out}"
+        );
+        assert!(has("[t0] #1 memblock_state(block=r0, state=\"offline\") [r0=32] -> failed: write error: Device or resource busy"), "{out}");
+        assert!(
+            has("[t0] #2 virtio_mem_resize(dev=0x0, size=0x10000000) -> ok"),
+            "{out}"
+        );
+        assert!(has("[t1] #3 r1 = pfn_in_block(block=r0, page=0x10) (thread: 1) [r0=32] -> r1 = 1048592"), "{out}");
+        assert!(has("[t1] #4 memblock_online(block=r0, on=0x1) (thread: 1) [r0=32] -> stuck: did not return 1 s after its 5 s deadline"), "{out}");
+        assert!(has("[t1] #5 memblock_state(block=r0, state=\"online_movable\") (thread: 1) -> skipped: thread 1 was abandoned"), "{out}");
+        assert!(has("[t0] #6 auto_online_blocks(policy=\"online\") -> unsupported: kernel has no /sys/x"), "{out}");
+        assert!(out.contains("rc=0"), "{out}");
+        assert!(dir.path().join("run/stuck").exists());
+        // What the guest was asked to run: the marker, the deadline, values as variables.
+        let cmds = std::fs::read_to_string(dir.path().join("cmds")).unwrap();
+        assert!(
+            cmds.contains("echo '<6>hotfuzz: executing program "),
+            "{cmds}"
+        );
+        assert!(cmds.contains(" op 1 (thread 0): memblock_state' >/dev/kmsg 2>/dev/null\ntimeout 5 sh -c 'r0=32\n"), "{cmds}");
+        assert!(
+            cmds.contains(
+                "echo -n offline > /sys/devices/system/memory/memory${r0}/state'\nexit $?"
+            ),
+            "{cmds}"
+        );
+        let qmp = std::fs::read_to_string(dir.path().join("qmp")).unwrap();
+        assert_eq!(
+            qmp,
+            "qom-set {\"path\":\"/machine/peripheral/vm0\",\"property\":\"requested-size\",\"value\":268435456}\n"
+        );
     }
 }
