@@ -8,10 +8,10 @@
 //! golden files are these logs with a header of expected results written by a person after
 //! reading them; see `harness/testdata/report/README.md`.
 
-use hotfuzz::desc::Descriptions;
-use hotfuzz::image::program_guest;
-use hotfuzz::prog::Program;
-use hotfuzz::runner::{RunOptions, Runner};
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::prog::Program;
+use hotfuzz::run::image::program_guest;
+use hotfuzz::run::runner::{RunOptions, Runner};
 use hotfuzz_vm::ssh::ExecOptions;
 use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
 use std::time::{Duration, Instant};
@@ -247,7 +247,7 @@ fn main() {
     let only: Vec<String> = args[1..].to_vec();
     std::fs::create_dir_all(&out).unwrap();
     let kernel = Kernel::resolve(&KernelSource::DebianDefault, arch).unwrap();
-    let zoo = match hotfuzz::bugzoo::build(&kernel) {
+    let zoo = match hotfuzz::run::bugzoo::build(&kernel) {
         Ok(z) => z,
         Err(e) => {
             eprintln!("bug zoo: {e:#}");

@@ -38,7 +38,7 @@ fn main() {
             hotfuzz_vm::Arch::X86_64,
         )
         .unwrap();
-        sym = Some(hotfuzz::report::symbolize::Symbolizer::new(&k, &[ko]));
+        sym = Some(hotfuzz::judge::symbolize::Symbolizer::new(&k, &[ko]));
     }
     for f in args {
         let text = std::fs::read_to_string(&f).unwrap();

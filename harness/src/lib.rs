@@ -1,20 +1,17 @@
 //! hotfuzz: programs of memory-hotplug operations, their generation and execution on guests,
 //! and what is learned from running them.
+//!
+//! The modules are the stages data flows through, and each imports only the ones before it:
+//! [`program`] (descriptions, the program model, generation, mutation) → [`run`] (running a
+//! program on a guest) → [`report`] (pure console parsing) → [`judge`] (what a run means:
+//! kernel reports, the harness's own oracles, infrastructure failures) → [`store`] (the
+//! report store) → [`fuzz`] and [`repro`] (the campaigns and reproducers built on all of
+//! them). The command line lives in the binary (`src/cli/`).
 
-pub mod analyze;
-pub mod bugzoo;
-pub mod desc;
 pub mod fuzz;
-pub mod gen;
-pub mod guest_args;
-pub mod hostops;
-pub mod image;
-pub mod mutate;
-pub mod prog;
-pub mod prog_file;
+pub mod judge;
+pub mod program;
 pub mod report;
 pub mod repro;
-pub mod runner;
-pub mod state;
-pub mod stats;
+pub mod run;
 pub mod store;

@@ -1,12 +1,6 @@
 //! `hotfuzz`: fuzzes and regression-tests Linux memory hotplug in QEMU guests.
 
 mod cli;
-mod cmd_bench;
-mod cmd_fuzz;
-mod cmd_prog;
-mod cmd_report;
-mod cmd_repro;
-mod cmd_vm;
 
 use clap::Parser;
 

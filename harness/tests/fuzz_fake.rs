@@ -2,16 +2,16 @@
 //! planted bug): mutators, feedback, objective wiring, determinism, and resuming after the
 //! fuzzer is killed with SIGKILL. The same loop on real guests is `fuzz_on_guest.rs`.
 
-use hotfuzz::desc::Descriptions;
 use hotfuzz::fuzz::engine::{self, ClientOutcome, ClientParams};
 use hotfuzz::fuzz::features;
 use hotfuzz::fuzz::input::ProgInput;
 use hotfuzz::fuzz::target::{Execution, Found, Target, TargetCounters};
 use hotfuzz::fuzz::{finish_resume, prepare_resume, Workdir};
-use hotfuzz::prog::{Arg, Program};
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::prog::{Arg, Program};
+use hotfuzz::program::state::GuestState;
 use hotfuzz::report::ReportType;
-use hotfuzz::runner::{OpResult, RunResult};
-use hotfuzz::state::GuestState;
+use hotfuzz::run::runner::{OpResult, RunResult};
 use hotfuzz_executor::protocol::{BlockSnapshot, Outcome};
 use libafl::events::SimpleEventManager;
 use libafl::monitors::NopMonitor;

@@ -3,9 +3,9 @@
 //! from outside counts an infrastructure failure, boots a new guest and goes on without
 //! filing a report about it; and no QEMU outlives a campaign.
 
-use hotfuzz::desc::Descriptions;
 use hotfuzz::fuzz::config::{default_profiles, FuzzConfig};
-use hotfuzz::prog::Program;
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::prog::Program;
 use hotfuzz_vm::AccelChoice;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

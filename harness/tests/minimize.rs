@@ -3,15 +3,15 @@
 //! longer reproduces; infrastructure failures are not runs; several guests test candidates at
 //! once.
 
-use hotfuzz::desc::Descriptions;
-use hotfuzz::gen::Generator;
-use hotfuzz::prog::{Arg, Program};
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::gen::Generator;
+use hotfuzz::program::prog::{Arg, Program};
+use hotfuzz::program::state::GuestState;
 use hotfuzz::repro::minimize::{
     merge, ops, remove_ops, renumber, runs_per_candidate, Candidate, Evidence, Minimizer, Options,
     Oracle, RunOutcome,
 };
 use hotfuzz::repro::plant::interleave;
-use hotfuzz::state::GuestState;
 use hotfuzz_vm::{Arch, MachineConfig};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;

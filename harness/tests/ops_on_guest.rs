@@ -3,10 +3,10 @@
 //! (and long-term pins really migrate them out of ZONE_MOVABLE), sizes really change, knobs
 //! read back, and operations the kernel lacks say "unsupported".
 
-use hotfuzz::desc::Descriptions;
-use hotfuzz::image::program_guest;
-use hotfuzz::prog::Program;
-use hotfuzz::runner::{RunOptions, RunResult, Runner};
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::prog::Program;
+use hotfuzz::run::image::program_guest;
+use hotfuzz::run::runner::{RunOptions, RunResult, Runner};
 use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
 use std::collections::BTreeSet;

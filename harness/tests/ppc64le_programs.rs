@@ -4,10 +4,10 @@
 //! with CONFIG_PPC_MEMTRACE (`HOTFUZZ_PPC64LE_KERNEL=path/to/vmlinux`) memtrace runs for real;
 //! with Debian's kernel it must report unsupported.
 
-use hotfuzz::desc::Descriptions;
-use hotfuzz::image::program_guest;
-use hotfuzz::prog::Program;
-use hotfuzz::runner::{RunOptions, Runner};
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::prog::Program;
+use hotfuzz::run::image::program_guest;
+use hotfuzz::run::runner::{RunOptions, Runner};
 use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::{Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
 use std::time::Duration;
@@ -41,7 +41,7 @@ fn memtrace_and_offlining_on_powernv() {
     let d = Descriptions::embedded();
     let log = tempfile::tempdir().unwrap();
     let mut runner = Runner::new(&vm, &log.path().join("run.log")).unwrap();
-    let st = hotfuzz::state::GuestState::probe(&vm).unwrap();
+    let st = hotfuzz::program::state::GuestState::probe(&vm).unwrap();
     let size = st.block_size;
     let text = format!(
         "r0 = mmap_anon(len=0x200000, thp=\"default\", populate=0x1, node=-0x1)\nr1 = pfn_of_map(map=r0, offset=0x0)\nkpageflags_read(pfn=r1, count=0x10)\nmemtrace_enable(size=0x{size:x})\nmemtrace_read(node=0x0, offset=0x0, len=0x1000)\nmemtrace_enable(size=0x0)\n"

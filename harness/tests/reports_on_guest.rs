@@ -3,12 +3,12 @@
 //! deduplicates; a stuck offline is caught both by the harness (stuck operation) and by the
 //! kernel's hung task detector; a guest that dies mid-program is reported as such.
 
-use hotfuzz::desc::Descriptions;
-use hotfuzz::image::program_guest;
-use hotfuzz::prog::Program;
-use hotfuzz::report::symbolize::Symbolizer;
+use hotfuzz::judge::symbolize::Symbolizer;
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::prog::Program;
 use hotfuzz::report::ReportType;
-use hotfuzz::runner::{RunOptions, Runner};
+use hotfuzz::run::image::program_guest;
+use hotfuzz::run::runner::{RunOptions, Runner};
 use hotfuzz::store::Store;
 use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ memblock_state(block=r0, state=\"offline\")
 ";
 
 fn source_line(needle: &str) -> usize {
-    hotfuzz::bugzoo::SOURCE
+    hotfuzz::run::bugzoo::SOURCE
         .lines()
         .position(|l| l.contains(needle))
         .expect("needle in the bug zoo source")
@@ -42,7 +42,7 @@ fn source_line(needle: &str) -> usize {
 fn bug_zoo_reports_end_to_end() {
     let d = Descriptions::embedded();
     let kernel = Kernel::resolve(&KernelSource::DebianDefault, Arch::X86_64).unwrap();
-    let ko = hotfuzz::bugzoo::build(&kernel).unwrap();
+    let ko = hotfuzz::run::bugzoo::build(&kernel).unwrap();
     let mut spec = program_guest(Arch::X86_64, true).unwrap();
     spec.modules.push(
         hotfuzz_vm::modules::ModuleRequest::file(&ko, "bugs=warn_reonline stuck_secs=25").unwrap(),
@@ -54,7 +54,7 @@ fn bug_zoo_reports_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let run_log = dir.path().join("run.log");
     let store = Store::open(&dir.path().join("reports")).unwrap();
-    let kinfo = hotfuzz::analyze::kernel_info(&kernel);
+    let kinfo = hotfuzz::judge::kernel_info(&kernel);
     let mut runner = Runner::new(&vm, &run_log).unwrap();
     let opts = RunOptions {
         kcov: false,
@@ -65,7 +65,7 @@ fn bug_zoo_reports_end_to_end() {
     // The planted WARN: right title, symbolized to the WARN's source line.
     let p = Program::parse(REONLINE, &d).unwrap();
     let r = runner.run(&d, &p, &opts).unwrap();
-    let reports = hotfuzz::analyze::reports(&vm, &p, &r, Duration::from_secs(10));
+    let reports = hotfuzz::judge::reports(&vm, &p, &r, Duration::from_secs(10));
     let titles: Vec<&str> = reports.iter().map(|r| r.title.as_str()).collect();
     assert_eq!(titles, ["WARNING in bugzoo_warn_reonline"], "{reports:#?}");
     assert!(reports[0].corrupted.is_none());
@@ -83,7 +83,7 @@ fn bug_zoo_reports_end_to_end() {
     assert!(rip.ends_with(&want), "{rip} (wanted {want})");
 
     // Filed with its evidence, then deduplicated.
-    let filed = hotfuzz::analyze::file(&store, &reports, &r, &vm, &run_log, &kinfo).unwrap();
+    let filed = hotfuzz::judge::file(&store, &reports, &r, &vm, &run_log, &kinfo).unwrap();
     assert!(filed[0].new);
     let rd = &filed[0].dir;
     let meta = std::fs::read_to_string(rd.join("meta.yaml")).unwrap();
@@ -108,9 +108,9 @@ fn bug_zoo_reports_end_to_end() {
     let again = "r0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\n";
     let p2 = Program::parse(again, &d).unwrap();
     let r2 = runner.run(&d, &p2, &opts).unwrap();
-    let reports2 = hotfuzz::analyze::reports(&vm, &p2, &r2, Duration::from_secs(10));
+    let reports2 = hotfuzz::judge::reports(&vm, &p2, &r2, Duration::from_secs(10));
     assert_eq!(reports2.len(), 1, "{reports2:#?}");
-    let filed2 = hotfuzz::analyze::file(&store, &reports2, &r2, &vm, &run_log, &kinfo).unwrap();
+    let filed2 = hotfuzz::judge::file(&store, &reports2, &r2, &vm, &run_log, &kinfo).unwrap();
     assert!(!filed2[0].new);
     assert_eq!(filed2[0].dir, *rd);
     assert_eq!(store.list().unwrap()[0].meta.count, 2);
@@ -122,7 +122,7 @@ fn bug_zoo_reports_end_to_end() {
     let mark = vm.console().mark();
     let p3 = Program::parse(STUCK, &d).unwrap();
     let r3 = runner.run(&d, &p3, &opts).unwrap();
-    let reports3 = hotfuzz::analyze::reports(&vm, &p3, &r3, Duration::from_secs(1));
+    let reports3 = hotfuzz::judge::reports(&vm, &p3, &r3, Duration::from_secs(1));
     assert!(
         reports3
             .iter()
@@ -165,7 +165,7 @@ fn bug_zoo_reports_end_to_end() {
     let r4 = runner.run(&d, &p4, &opts).unwrap();
     killer.join().unwrap();
     assert!(r4.lost.is_some());
-    let reports4 = hotfuzz::analyze::reports(&vm, &p4, &r4, Duration::from_secs(1));
+    let reports4 = hotfuzz::judge::reports(&vm, &p4, &r4, Duration::from_secs(1));
     assert_eq!(
         reports4.iter().map(|r| r.kind).collect::<Vec<_>>(),
         [ReportType::QemuExited],

@@ -3,14 +3,14 @@
 //! report directory gets repro.prog, repro.log and the reliability, and the generated
 //! `repro.sh` reproduces the bug with QEMU, bash and ssh alone.
 
-use hotfuzz::desc::Descriptions;
 use hotfuzz::fuzz::config::{default_profiles, FuzzConfig};
-use hotfuzz::gen::Generator;
-use hotfuzz::guest_args::GuestArgs;
-use hotfuzz::prog::Program;
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::gen::Generator;
+use hotfuzz::program::prog::Program;
+use hotfuzz::program::state::GuestState;
 use hotfuzz::repro::minimize::{family, ops, remove_ops, Options};
 use hotfuzz::repro::{reproduce, ReproOptions};
-use hotfuzz::state::GuestState;
+use hotfuzz::run::guest::GuestArgs;
 use hotfuzz_vm::{AccelChoice, Arch, MachineConfig};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -47,7 +47,7 @@ fn planted(noise_ops: usize) -> Program {
         let orphan = op
             .args
             .iter()
-            .any(|a| matches!(a, hotfuzz::prog::Arg::Ref(r) if !defined.contains(r)));
+            .any(|a| matches!(a, hotfuzz::program::prog::Arg::Ref(r) if !defined.contains(r)));
         if orphan {
             bad.insert(i);
         } else if let Some(r) = op.ret {

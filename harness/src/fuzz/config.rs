@@ -42,7 +42,7 @@ pub struct Profile {
 
 impl Profile {
     /// `base` with this profile's command line, devices and shape.
-    pub fn apply(&self, base: &crate::guest_args::GuestArgs) -> crate::guest_args::GuestArgs {
+    pub fn apply(&self, base: &crate::run::guest::GuestArgs) -> crate::run::guest::GuestArgs {
         let mut a = base.clone();
         a.cmdline.extend(self.cmdline.iter().cloned());
         if !self.virtio_mem.is_empty() {

@@ -14,8 +14,8 @@
 //! - kernel message templates printed during the run (numbers and addresses removed), so a
 //!   new kernel path that logs something counts.
 
-use crate::prog::{Arg, Program};
-use crate::runner::RunResult;
+use crate::program::prog::{Arg, Program};
+use crate::run::runner::RunResult;
 use hotfuzz_executor::protocol::{BlockSnapshot, Outcome};
 use std::hash::{Hash, Hasher};
 
@@ -168,8 +168,8 @@ pub fn index(feature: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desc::Descriptions;
-    use crate::runner::OpResult;
+    use crate::program::desc::Descriptions;
+    use crate::run::runner::OpResult;
     use std::time::{Duration, Instant, SystemTime};
 
     fn run(

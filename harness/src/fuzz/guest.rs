@@ -10,13 +10,13 @@
 use super::config::{FuzzConfig, Profile};
 use super::features;
 use super::target::{Execution, Found, Target, TargetCounters};
-use crate::desc::Descriptions;
-use crate::guest_args::GuestArgs;
-use crate::image::program_guest;
-use crate::prog::Program;
+use crate::program::desc::Descriptions;
+use crate::program::prog::Program;
+use crate::program::state::GuestState;
 use crate::report::{Report, ReportType};
-use crate::runner::{RunOptions, Runner};
-use crate::state::GuestState;
+use crate::run::guest::GuestArgs;
+use crate::run::image::program_guest;
+use crate::run::runner::{RunOptions, Runner};
 use crate::store::{KernelInfo, Store};
 use anyhow::{Context, Result};
 use hotfuzz_vm::Vm;
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 /// Consecutive failed boots after which the campaign stops.
 const MAX_BOOT_FAILURES: u32 = 3;
 
-pub use crate::analyze::HUNG_TASK_TIMEOUT;
+pub use crate::judge::HUNG_TASK_TIMEOUT;
 
 /// How a guest target is set up.
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ impl GuestTarget {
             t.elapsed()
         );
         if self.kinfo.is_none() {
-            self.kinfo = Some(crate::analyze::kernel_info(&p.kernel));
+            self.kinfo = Some(crate::judge::kernel_info(&p.kernel));
         }
         // One run log per boot (the store copies it into reports); the last few are kept.
         let run_log = self
@@ -275,7 +275,7 @@ impl GuestTarget {
             return Ok(Err("stopping".into()));
         }
         let vm = self.running.as_ref().expect("booted").vm.clone();
-        let reports = crate::analyze::judge(&vm, prog, &run, self.setup.settle);
+        let reports = crate::judge::judge(&vm, prog, &run, self.setup.settle);
         let kernel_says = |rs: &[Report]| rs.iter().any(|r| !is_oracle(r.kind));
         if reports.iter().all(|r| r.kind == ReportType::QemuExited) && !reports.is_empty() {
             // QEMU died and the kernel said nothing: killed from outside or QEMU's own crash.
@@ -303,7 +303,7 @@ impl GuestTarget {
         if !filed.is_empty() {
             let r = self.running.as_ref().expect("booted");
             let kinfo = self.kinfo.clone().unwrap_or_default();
-            let stored = crate::analyze::file_with_profile(
+            let stored = crate::judge::file_with_profile(
                 &self.store,
                 &filed,
                 &run,
@@ -344,7 +344,7 @@ impl GuestTarget {
     }
 }
 
-pub use crate::analyze::is_oracle;
+pub use crate::judge::is_oracle;
 
 impl Target for GuestTarget {
     fn execute(&mut self, prog: &Program) -> Result<Execution> {

@@ -1,8 +1,8 @@
 //! The fuzzer's input: a program. On disk and between fuzzer processes it is the program's
 //! text, so corpus and solution files are programs a developer can read and `hotfuzz run`.
 
-use crate::desc::Descriptions;
-use crate::prog::Program;
+use crate::program::desc::Descriptions;
+use crate::program::prog::Program;
 use libafl::inputs::Input;
 use libafl_bolts::HasLen;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -38,7 +38,7 @@ impl ProgInput {
     }
 
     /// Parses program text (errors name line and column).
-    pub fn parse(text: &str) -> Result<ProgInput, crate::prog::ParseError> {
+    pub fn parse(text: &str) -> Result<ProgInput, crate::program::prog::ParseError> {
         Program::parse(text, &descriptions()).map(ProgInput::new)
     }
 

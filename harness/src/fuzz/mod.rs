@@ -132,7 +132,7 @@ pub fn finish_resume(w: &Workdir) -> Result<()> {
 /// `*.prog`. Every one must parse (errors name file, line and column).
 pub fn load_seeds(
     cfg: &FuzzConfig,
-    d: &crate::desc::Descriptions,
+    d: &crate::program::desc::Descriptions,
 ) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for s in &cfg.seeds {
@@ -160,7 +160,7 @@ pub fn load_seeds(
         }
     }
     for (name, text) in &out {
-        crate::prog::Program::parse(text, d)
+        crate::program::prog::Program::parse(text, d)
             .map_err(|e| anyhow::anyhow!("{name}:{}:{}: {}", e.line, e.col, e.msg))?;
     }
     Ok(out)
@@ -219,14 +219,14 @@ pub fn campaign_seed(cfg: &FuzzConfig) -> u64 {
 /// What both campaign modes start from: the descriptions, the work directory, the seeds and
 /// the corpus moved aside to be resumed.
 struct Prepared {
-    d: Arc<crate::desc::Descriptions>,
+    d: Arc<crate::program::desc::Descriptions>,
     w: Workdir,
     seeds: Vec<(String, String)>,
     resume: Vec<PathBuf>,
 }
 
 fn prepare(cfg: &FuzzConfig) -> Result<Prepared> {
-    let mut d = crate::desc::Descriptions::embedded();
+    let mut d = crate::program::desc::Descriptions::embedded();
     for (name, w) in &cfg.op_weights {
         let op = d
             .ops

@@ -1,12 +1,12 @@
-//! The program mutations of [`crate::mutate`] (and fresh generation) as LibAFL mutators. They
+//! The program mutations of [`crate::program::mutate`] (and fresh generation) as LibAFL mutators. They
 //! draw their randomness from the fuzzer state, so a campaign is deterministic for a seed and
 //! a deterministic target, and they generate for the guest the target last booted.
 
 use super::input::ProgInput;
-use crate::desc::Descriptions;
-use crate::gen::Generator;
-use crate::mutate::{apply, Mutation};
-use crate::state::GuestState;
+use crate::program::desc::Descriptions;
+use crate::program::gen::Generator;
+use crate::program::mutate::{apply, Mutation};
+use crate::program::state::GuestState;
 use libafl::corpus::Corpus;
 use libafl::mutators::{MutationResult, Mutator};
 use libafl::state::{HasCorpus, HasRand};

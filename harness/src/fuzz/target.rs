@@ -1,9 +1,9 @@
 //! What the fuzzer runs programs on: one narrow interface, so the loop can be tested with a
 //! fake and run on real guests ([`super::guest::GuestTarget`]) unchanged.
 
-use crate::prog::Program;
+use crate::program::prog::Program;
+use crate::program::state::GuestState;
 use crate::report::ReportType;
-use crate::state::GuestState;
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -9,9 +9,7 @@
 
 pub mod lines;
 pub mod linux;
-pub mod oracle;
 pub mod stack;
-pub mod symbolize;
 pub mod title;
 
 use serde::{Deserialize, Serialize};

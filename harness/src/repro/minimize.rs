@@ -19,8 +19,8 @@
 //!    consumers with it);
 //! 7. simplifying arguments (smaller sizes and counts, first candidates).
 
-use crate::desc::{ArgType, Descriptions};
-use crate::prog::{Arg, Program};
+use crate::program::desc::{ArgType, Descriptions};
+use crate::program::prog::{Arg, Program};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -301,7 +301,7 @@ pub fn family(d: &Descriptions, op: &str) -> String {
         .unwrap_or_default()
 }
 
-fn flat(c: &Candidate) -> Vec<&crate::prog::Op> {
+fn flat(c: &Candidate) -> Vec<&crate::program::prog::Op> {
     c.iter().flat_map(|p| p.ops.iter()).collect()
 }
 
@@ -735,7 +735,7 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                     ops: p
                         .ops
                         .iter()
-                        .map(|o| crate::prog::Op {
+                        .map(|o| crate::program::prog::Op {
                             thread: 0,
                             ..o.clone()
                         })

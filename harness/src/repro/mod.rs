@@ -15,10 +15,10 @@ pub mod script;
 pub mod source;
 pub mod splat;
 
-use crate::desc::Descriptions;
 use crate::fuzz::config::FuzzConfig;
-use crate::guest_args::GuestArgs;
-use crate::image::program_guest;
+use crate::program::desc::Descriptions;
+use crate::run::guest::GuestArgs;
+use crate::run::image::program_guest;
 use anyhow::{anyhow, Context, Result};
 use minimize::{Minimized, Minimizer, Options, Progress};
 use pool::{GuestPool, PoolSetup, TargetBug};

@@ -6,9 +6,9 @@ use super::minimize::Minimized;
 use super::pool::{CrashFiles, TargetBug};
 use super::script::{self, ScriptInput};
 use super::source::Source;
-use crate::desc::Descriptions;
-use crate::guest_args::{GuestArgs, Prepared};
+use crate::program::desc::Descriptions;
 use crate::report::Report;
+use crate::run::guest::{GuestArgs, Prepared};
 use crate::store::{Evidence, Meta, Store};
 use anyhow::{Context as _, Result};
 use hotfuzz_vm::cache::{atomic_write, FileLock};
@@ -169,7 +169,7 @@ fn file_new(ctx: &Context, rep: &Report, m: &Minimized, crash: &CrashFiles) -> R
             .unwrap_or_default(),
         programs: ctx.src.history.iter().map(|p| p.print(ctx.d)).collect(),
         run_log: Some(run_log),
-        kernel: crate::analyze::kernel_info(&ctx.prepared.kernel),
+        kernel: crate::judge::kernel_info(&ctx.prepared.kernel),
         profile: Some(format!(
             "profile: {}\n{}cmdline: {}\n",
             ctx.profile,
@@ -227,7 +227,7 @@ pub fn detect_patterns(title: &str, frame: Option<&str>) -> Vec<String> {
 
 fn repro_sh(
     ctx: &Context,
-    prog: &crate::prog::Program,
+    prog: &crate::program::prog::Program,
     title: &str,
     crash: &CrashFiles,
 ) -> Result<String> {

@@ -1,8 +1,8 @@
 //! Planting a trigger inside another program: how tests and benchmarks build long programs
 //! whose bug needs only a few of their operations.
 
-use crate::gen::next_ret_number;
-use crate::prog::{Arg, Program};
+use crate::program::gen::next_ret_number;
+use crate::program::prog::{Arg, Program};
 
 /// `noise` with the operations of `trigger` spread evenly among its operations, in order.
 /// The trigger's results are renamed after the noise's so nothing collides; its operations
@@ -41,7 +41,7 @@ pub fn interleave(noise: &Program, trigger: &Program) -> Program {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desc::Descriptions;
+    use crate::program::desc::Descriptions;
 
     #[test]
     fn trigger_ops_keep_their_order_and_references() {

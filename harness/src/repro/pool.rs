@@ -7,12 +7,12 @@
 //! kernel report is an infrastructure failure, not a run.
 
 use super::minimize::{Candidate, Evidence, Oracle, RunOutcome};
-use crate::analyze::{is_oracle, judge, HUNG_TASK_TIMEOUT};
-use crate::desc::Descriptions;
-use crate::guest_args::Prepared;
-use crate::prog::Program;
+use crate::judge::{is_oracle, judge, HUNG_TASK_TIMEOUT};
+use crate::program::desc::Descriptions;
+use crate::program::prog::Program;
 use crate::report::{Report, ReportType};
-use crate::runner::{RunOptions, RunResult, Runner};
+use crate::run::guest::Prepared;
+use crate::run::runner::{RunOptions, RunResult, Runner};
 use anyhow::Result;
 use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::Vm;

@@ -26,8 +26,8 @@
 //! produced values, deadlines that interrupt an operation, threads abandoned when an operation
 //! is stuck, and consumers skipped when their producer gave no value.
 
-use crate::desc::{Descriptions, OpDesc};
-use crate::prog::{Arg, Op, Program};
+use crate::program::desc::{Descriptions, OpDesc};
+use crate::program::prog::{Arg, Op, Program};
 use anyhow::{bail, Context as _};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,7 +66,7 @@ pub struct ScriptInput<'a> {
 }
 
 /// Where the executor lives in the guest image.
-const EXECUTOR: &str = crate::runner::EXECUTOR_GUEST_PATH;
+const EXECUTOR: &str = crate::run::runner::EXECUTOR_GUEST_PATH;
 /// sysfs memory block directory.
 const MEMORY: &str = "/sys/devices/system/memory";
 /// Largest literal memory block number whose PFN arithmetic stays exact in 64-bit shell
@@ -821,7 +821,7 @@ fn data(s: &mut String, inp: &ScriptInput, plan: &Plan, facts: &MachineFacts) {
     let _ = writeln!(s, "READY_MARKER={}", sq(hotfuzz_vm::guest::READY_MARKER));
     let _ = writeln!(s, "BUDGET_S={}", budget_ms(inp).div_ceil(1000));
     let _ = writeln!(s, "SSH_GRACE={SSH_GRACE_S}");
-    let hung = crate::analyze::HUNG_TASK_TIMEOUT;
+    let hung = crate::judge::HUNG_TASK_TIMEOUT;
     s.push_str("# As in hotfuzz: the hung task detector reports after this many seconds, and when an\n# operation was stuck the script waits up to STUCK_SETTLE s for a report.\n");
     let _ = writeln!(s, "HUNG_TASK_TIMEOUT={hung}");
     let _ = writeln!(s, "STUCK_SETTLE={}\n", 3 * hung + 5);

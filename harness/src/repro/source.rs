@@ -2,8 +2,8 @@
 //! program file. Each gives the bug's titles (when known), the history of programs (newest
 //! last) and the guest they ran on.
 
-use crate::desc::Descriptions;
-use crate::prog::Program;
+use crate::program::desc::Descriptions;
+use crate::program::prog::Program;
 use crate::store::{programs_from_run_log, Meta};
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -67,7 +67,7 @@ impl Source {
         let logs_programs = text.contains(" executing program ");
         let reports = crate::report::parse(&text);
         if run_log.is_none() && !logs_programs && reports.is_empty() {
-            let p = crate::prog_file::read_program(path, d)?;
+            let p = crate::program::file::read_program(path, d)?;
             return Ok(Source {
                 history: vec![p],
                 ..Source::default()
@@ -117,7 +117,7 @@ impl Source {
                 history.truncate(i + 1);
             }
         }
-        let keep = crate::analyze::HISTORY;
+        let keep = crate::judge::HISTORY;
         if history.len() > keep {
             history.drain(..history.len() - keep);
         }

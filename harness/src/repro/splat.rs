@@ -4,7 +4,7 @@
 
 use super::minimize::{Minimized, Progress, Reliability};
 use super::{reproduce, ReproOptions, ReproSummary};
-use crate::desc::Descriptions;
+use crate::program::desc::Descriptions;
 use crate::report::stack::parse_frame;
 use anyhow::{anyhow, Context, Result};
 use std::collections::BTreeMap;

@@ -2,9 +2,9 @@
 //! thread, splice two programs. Every mutation leaves a valid program: references that lose
 //! their producer become literals (or their operation goes), results stay numbered in order.
 
-use crate::desc::{ArgType, Descriptions};
-use crate::gen::{available, canonicalize, next_ret_number, threads_of, Generator};
-use crate::prog::{Arg, Program};
+use crate::program::desc::{ArgType, Descriptions};
+use crate::program::gen::{available, canonicalize, next_ret_number, threads_of, Generator};
+use crate::program::prog::{Arg, Program};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::HashMap;
@@ -160,8 +160,8 @@ fn generated_like(
     g: &mut Generator,
     p: &Program,
     at: usize,
-    desc: &crate::desc::OpDesc,
-) -> Vec<crate::prog::Op> {
+    desc: &crate::program::desc::OpDesc,
+) -> Vec<crate::program::prog::Op> {
     // Generate ops until one with the wanted name comes out (bounded), else give up.
     let mut prefix = p.clone();
     prefix.ops.truncate(at);
@@ -195,7 +195,7 @@ fn duplicate(p: &mut Program, g: &mut Generator, max_len: usize) -> bool {
     let start = g.rng.gen_range(0..p.ops.len());
     let most = (p.ops.len() - start).min(4).min(max_len - p.ops.len());
     let len = g.rng.gen_range(1..=most);
-    let mut copy: Vec<crate::prog::Op> = p.ops[start..start + len].to_vec();
+    let mut copy: Vec<crate::program::prog::Op> = p.ops[start..start + len].to_vec();
     // The copies produce new results; references to results made inside the copied run
     // follow them, references to earlier results stay.
     let mut next = next_ret_number(p);
@@ -225,7 +225,7 @@ fn splice(p: &mut Program, other: &Program, g: &mut Generator, max_len: usize) -
     }
     let cut = g.rng.gen_range(0..=p.ops.len());
     let from = g.rng.gen_range(0..other.ops.len());
-    let mut tail: Vec<crate::prog::Op> = other.ops[from..].to_vec();
+    let mut tail: Vec<crate::program::prog::Op> = other.ops[from..].to_vec();
     // Renumber the tail's results so they do not clash with the prefix.
     let base = next_ret_number(p);
     let mut map: HashMap<u32, u32> = HashMap::new();
@@ -291,7 +291,7 @@ pub fn repair(p: &mut Program, g: &mut Generator, d: &Descriptions) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::GuestState;
+    use crate::program::state::GuestState;
     use hotfuzz_vm::{Arch, MachineConfig};
 
     #[test]

@@ -1,7 +1,7 @@
 //! The guest image hotfuzz programs need: the default userspace and modules plus the static
 //! executor (embedded in hotfuzz at build time) and the modules operations rely on.
 
-use crate::runner::EXECUTOR_GUEST_PATH;
+use crate::run::runner::EXECUTOR_GUEST_PATH;
 use anyhow::{bail, Result};
 use hotfuzz_vm::guest::{ExtraFile, GuestSpec};
 use hotfuzz_vm::image::Source;

@@ -190,7 +190,8 @@ impl GuestArgs {
         let t = std::time::Instant::now();
         if let Some(bugs) = &self.bugzoo {
             let bugs = if bugs == "none" { "" } else { bugs.as_str() };
-            spec.modules.push(crate::bugzoo::module(&kernel, bugs)?);
+            spec.modules
+                .push(crate::run::bugzoo::module(&kernel, bugs)?);
         }
         let image = spec.build(&kernel)?;
         tracing::debug!("image built in {:?}", t.elapsed());

@@ -10,8 +10,8 @@ use hotfuzz_vm::Kernel;
 use std::path::PathBuf;
 
 /// The module source.
-pub const SOURCE: &str = include_str!("../bugzoo/bugzoo.c");
-const KBUILD: &str = include_str!("../bugzoo/Kbuild");
+pub const SOURCE: &str = include_str!("../../bugzoo/bugzoo.c");
+const KBUILD: &str = include_str!("../../bugzoo/Kbuild");
 
 /// The planted bugs that hotplug event sequences trigger.
 pub const BUGS: &[&str] = &[

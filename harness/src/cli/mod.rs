@@ -1,7 +1,14 @@
 //! Command-line interface.
 
-use crate::cmd_vm;
-use hotfuzz::guest_args::GuestArgs;
+pub mod bench;
+pub mod fuzz;
+pub mod prog;
+pub mod report;
+pub mod repro;
+pub mod stats;
+pub mod vm;
+
+use hotfuzz::run::guest::GuestArgs;
 
 use clap::{Parser, Subcommand};
 
@@ -412,19 +419,19 @@ pub struct SetupArgs {
 /// Runs a parsed command line and returns the process exit code.
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Fuzz(a) => crate::cmd_fuzz::fuzz(*a),
-        Command::Vm(VmCommand::Boot(a)) => cmd_vm::boot(*a),
-        Command::Vm(VmCommand::Plug(a)) => cmd_vm::plug(*a),
-        Command::Setup(a) => cmd_vm::setup(a),
-        Command::Bench(BenchCommand::Vm(a)) => crate::cmd_bench::vm(*a),
-        Command::Bench(BenchCommand::Exec(a)) => crate::cmd_bench::exec(*a),
-        Command::Bench(BenchCommand::Gen(a)) => crate::cmd_bench::gen(a),
-        Command::Bench(BenchCommand::Parse(a)) => crate::cmd_bench::parse(a),
-        Command::Vm(VmCommand::State(a)) => crate::cmd_prog::vm_state(*a),
-        Command::Run(a) => crate::cmd_prog::run(*a),
-        Command::Gen(a) => crate::cmd_prog::gen(a),
-        Command::Report(ReportCommand::Parse(a)) => crate::cmd_report::parse(*a),
-        Command::Report(ReportCommand::List(a)) => crate::cmd_report::list(a),
-        Command::Repro(a) => crate::cmd_repro::repro(*a),
+        Command::Fuzz(a) => crate::cli::fuzz::fuzz(*a),
+        Command::Vm(VmCommand::Boot(a)) => vm::boot(*a),
+        Command::Vm(VmCommand::Plug(a)) => vm::plug(*a),
+        Command::Setup(a) => vm::setup(a),
+        Command::Bench(BenchCommand::Vm(a)) => crate::cli::bench::vm(*a),
+        Command::Bench(BenchCommand::Exec(a)) => crate::cli::bench::exec(*a),
+        Command::Bench(BenchCommand::Gen(a)) => crate::cli::bench::gen(a),
+        Command::Bench(BenchCommand::Parse(a)) => crate::cli::bench::parse(a),
+        Command::Vm(VmCommand::State(a)) => crate::cli::prog::vm_state(*a),
+        Command::Run(a) => crate::cli::prog::run(*a),
+        Command::Gen(a) => crate::cli::prog::gen(a),
+        Command::Report(ReportCommand::Parse(a)) => crate::cli::report::parse(*a),
+        Command::Report(ReportCommand::List(a)) => crate::cli::report::list(a),
+        Command::Repro(a) => crate::cli::repro::repro(*a),
     }
 }

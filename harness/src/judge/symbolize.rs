@@ -3,7 +3,7 @@
 //! understands the per-section addresses of relocatable `.ko` files). Frames without debug
 //! info (Debian's stripped modules, a vmlinux without DWARF) are left as they are.
 
-use super::stack::{self, Frame};
+use crate::report::stack::{self, Frame};
 use hotfuzz_vm::modules::{read_module, ModuleIndex};
 use hotfuzz_vm::Kernel;
 use object::{Object, ObjectSection, ObjectSymbol};

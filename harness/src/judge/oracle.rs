@@ -3,9 +3,9 @@
 //! that went silent, QEMU exiting, a reboot, a virtio-mem device that does not reach its
 //! requested size.
 
-use super::{Report, ReportType};
-use crate::prog::Program;
-use crate::runner::RunResult;
+use crate::program::prog::Program;
+use crate::report::{Report, ReportType};
+use crate::run::runner::RunResult;
 use hotfuzz_executor::protocol::Outcome;
 use std::time::Duration;
 
@@ -341,8 +341,8 @@ pub fn check(prog: &Program, r: &RunResult, g: &GuestCheck, console: &[Report]) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desc::Descriptions;
-    use crate::runner::OpResult;
+    use crate::program::desc::Descriptions;
+    use crate::run::runner::OpResult;
 
     fn run(outcomes: Vec<Option<Outcome>>, lost: Option<&str>) -> RunResult {
         RunResult {

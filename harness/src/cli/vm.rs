@@ -21,7 +21,7 @@ fn fmt_dur(d: Option<Duration>) -> String {
 pub fn boot(a: VmBootArgs) -> Result<i32> {
     let p = a
         .guest
-        .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
+        .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
     let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
     let t = vm.timings().clone();
     let uname = vm.run("uname -r").unwrap_or_default().trim().to_string();
@@ -91,7 +91,7 @@ pub fn plug(a: VmPlugArgs) -> Result<i32> {
     let bytes = parse_size(&a.size).map_err(anyhow::Error::msg)?;
     let p = a
         .guest
-        .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
+        .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
     let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
     let q = vm.qmp();
     let before = mem_total_kib(&vm)?;
@@ -145,8 +145,8 @@ pub fn setup(a: SetupArgs) -> Result<i32> {
         let m = hotfuzz_vm::MachineConfig::new(arch);
         let qemu = hotfuzz_vm::vm::find_qemu(&m, true)?;
         let k = Kernel::resolve(&KernelSource::DebianDefault, arch)?;
-        let with_exec = hotfuzz::image::executor(arch).is_ok();
-        let img = hotfuzz::image::program_guest(arch, with_exec)?.build(&k)?;
+        let with_exec = hotfuzz::run::image::executor(arch).is_ok();
+        let img = hotfuzz::run::image::program_guest(arch, with_exec)?.build(&k)?;
         println!(
             "{arch}: {} ({}), image {} ({} modules), {}",
             k.origin,

@@ -1,10 +1,13 @@
 //! After a program ran: the reports its console output contains, the harness's own oracles,
 //! and filing them into the report store with the evidence a developer needs.
 
-use crate::prog::Program;
-use crate::report::oracle::{self, GuestCheck};
+use crate::program::prog::Program;
+pub mod oracle;
+pub mod symbolize;
+
+use self::oracle::GuestCheck;
 use crate::report::{Report, ReportType};
-use crate::runner::RunResult;
+use crate::run::runner::RunResult;
 use crate::store::{programs_from_run_log, Evidence, Filed, KernelInfo, Store};
 use anyhow::Result;
 use hotfuzz_vm::{Kernel, Vm};

@@ -2,12 +2,12 @@
 
 use crate::cli::{GenArgs, RunArgs, VmStateArgs};
 use anyhow::{Context, Result};
-use hotfuzz::desc::Descriptions;
-use hotfuzz::gen::Generator;
-use hotfuzz::image::program_guest;
-use hotfuzz::prog_file::read_program;
-use hotfuzz::runner::{describe_outcome, RunOptions, Runner};
-use hotfuzz::state::GuestState;
+use hotfuzz::program::desc::Descriptions;
+use hotfuzz::program::file::read_program;
+use hotfuzz::program::gen::Generator;
+use hotfuzz::program::state::GuestState;
+use hotfuzz::run::image::program_guest;
+use hotfuzz::run::runner::{describe_outcome, RunOptions, Runner};
 use hotfuzz_vm::{MachineConfig, Vm};
 use serde_json::json;
 use std::path::Path;
@@ -37,7 +37,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
         Some(dir) => Some(hotfuzz::store::Store::open(dir)?),
         None => None,
     };
-    let kinfo = hotfuzz::analyze::kernel_info(&p.kernel);
+    let kinfo = hotfuzz::judge::kernel_info(&p.kernel);
     let mut json_runs = Vec::new();
     {
         let mut runner = Runner::new(&vm, &run_log)?;
@@ -48,10 +48,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
         };
         for rep in 0..a.repeat.max(1) {
             let r = runner.run(&d, &prog, &opts)?;
-            let reports = hotfuzz::analyze::reports(&vm, &prog, &r, Duration::from_secs(a.settle));
+            let reports = hotfuzz::judge::reports(&vm, &prog, &r, Duration::from_secs(a.settle));
             reported |= !reports.is_empty();
             if let Some(store) = &store {
-                for f in hotfuzz::analyze::file(store, &reports, &r, &vm, &run_log, &kinfo)? {
+                for f in hotfuzz::judge::file(store, &reports, &r, &vm, &run_log, &kinfo)? {
                     eprintln!(
                         "hotfuzz: {} report {}",
                         if f.new { "new" } else { "known" },

@@ -13,7 +13,7 @@
 //! different threads run concurrently (thread 0 when omitted). Printing then parsing gives the
 //! same program; every parse error names its line and column.
 
-use crate::desc::{ArgType, Descriptions, OpDesc};
+use crate::program::desc::{ArgType, Descriptions, OpDesc};
 use hotfuzz_executor::protocol::{ExecArg, ExecOp, ExecProgram, PROTOCOL_VERSION};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

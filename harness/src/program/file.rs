@@ -1,7 +1,7 @@
 //! Reading program files: parse errors become `FILE:LINE:COL: message`.
 
-use crate::desc::Descriptions;
-use crate::prog::Program;
+use crate::program::desc::Descriptions;
+use crate::program::prog::Program;
 use anyhow::{anyhow, Context, Result};
 use std::io::Read;
 use std::path::Path;

@@ -1,8 +1,8 @@
 //! `hotfuzz bench vm`: how fast guests are on this machine (boot, ssh, QMP, plug/unplug).
 
+use crate::cli::stats::Summary;
 use crate::cli::BenchVmArgs;
 use anyhow::{Context, Result};
-use hotfuzz::stats::Summary;
 
 use hotfuzz_vm::Vm;
 use serde_json::json;
@@ -18,7 +18,7 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
         let t = Instant::now();
         let p = a
             .guest
-            .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
+            .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
         let prep = t.elapsed();
         let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
         let total = t.elapsed();
@@ -41,7 +41,7 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
         let t = Instant::now();
         let p = a
             .guest
-            .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
+            .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
         prepare.push(t.elapsed());
         let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
         total.push(t.elapsed());
@@ -133,16 +133,16 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
 
 /// `hotfuzz bench exec`: per-operation harness overhead and programs per second.
 pub fn exec(a: crate::cli::BenchExecArgs) -> Result<i32> {
-    use hotfuzz::desc::Descriptions;
-    use hotfuzz::gen::Generator;
-    use hotfuzz::prog::Program;
-    use hotfuzz::runner::{RunOptions, Runner};
-    use hotfuzz::state::GuestState;
+    use hotfuzz::program::desc::Descriptions;
+    use hotfuzz::program::gen::Generator;
+    use hotfuzz::program::prog::Program;
+    use hotfuzz::program::state::GuestState;
+    use hotfuzz::run::runner::{RunOptions, Runner};
 
     let d = Descriptions::embedded();
     let p = a
         .guest
-        .prepare(hotfuzz::image::program_guest(a.guest.arch, true)?)?;
+        .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
     let mut vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
     // Keep the logs: a benchmark that goes wrong must be explainable.
     let dir = vm.keep_dir();
@@ -225,9 +225,9 @@ pub fn exec(a: crate::cli::BenchExecArgs) -> Result<i32> {
 
 /// `hotfuzz bench gen`: generator throughput.
 pub fn gen(a: crate::cli::BenchGenArgs) -> Result<i32> {
-    use hotfuzz::desc::Descriptions;
-    use hotfuzz::gen::Generator;
-    use hotfuzz::state::GuestState;
+    use hotfuzz::program::desc::Descriptions;
+    use hotfuzz::program::gen::Generator;
+    use hotfuzz::program::state::GuestState;
     let d = Descriptions::embedded();
     let st = GuestState::model(&hotfuzz_vm::MachineConfig::new(hotfuzz_vm::Arch::X86_64));
     let mut runs = Vec::new();

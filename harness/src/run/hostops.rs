@@ -188,7 +188,7 @@ impl HostOps {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::desc::Descriptions;
+    use crate::program::desc::Descriptions;
 
     #[test]
     fn every_described_operation_is_implemented_and_vice_versa() {

@@ -57,7 +57,7 @@ pub fn parse(a: ReportParseArgs) -> Result<i32> {
     };
     let sym = if a.symbolize {
         let k = hotfuzz_vm::Kernel::resolve(&a.kernel_source(), a.arch)?;
-        Some(report::symbolize::Symbolizer::new(&k, &a.module))
+        Some(hotfuzz::judge::symbolize::Symbolizer::new(&k, &a.module))
     } else {
         None
     };

@@ -14,29 +14,32 @@ use syzlang_parser::parser::{ArgOpt, ArgType as SArg, Argument, Statement, Value
 
 /// The descriptions compiled into hotfuzz (from the repository's `descriptions/`).
 pub const EMBEDDED: &[(&str, &str)] = &[
-    ("types.txt", include_str!("../../descriptions/types.txt")),
+    ("types.txt", include_str!("../../../descriptions/types.txt")),
     (
         "hotplug.txt",
-        include_str!("../../descriptions/hotplug.txt"),
+        include_str!("../../../descriptions/hotplug.txt"),
     ),
-    ("gup.txt", include_str!("../../descriptions/gup.txt")),
+    ("gup.txt", include_str!("../../../descriptions/gup.txt")),
     (
         "workload.txt",
-        include_str!("../../descriptions/workload.txt"),
+        include_str!("../../../descriptions/workload.txt"),
     ),
     (
         "physmem.txt",
-        include_str!("../../descriptions/physmem.txt"),
+        include_str!("../../../descriptions/physmem.txt"),
     ),
-    ("inject.txt", include_str!("../../descriptions/inject.txt")),
+    (
+        "inject.txt",
+        include_str!("../../../descriptions/inject.txt"),
+    ),
     (
         "memtrace.txt",
-        include_str!("../../descriptions/memtrace.txt"),
+        include_str!("../../../descriptions/memtrace.txt"),
     ),
-    ("misc.txt", include_str!("../../descriptions/misc.txt")),
+    ("misc.txt", include_str!("../../../descriptions/misc.txt")),
     (
         "hotfuzz.const",
-        include_str!("../../descriptions/hotfuzz.const"),
+        include_str!("../../../descriptions/hotfuzz.const"),
     ),
 ];
 

@@ -2,9 +2,9 @@
 //! (sizes that fit the devices, blocks and PFNs in hotpluggable ranges, resources produced
 //! before they are used), with invalid arguments at a low rate. Deterministic for a seed.
 
-use crate::desc::{ArgType, Descriptions, OpDesc};
-use crate::prog::{Arg, Op, Program};
-use crate::state::GuestState;
+use crate::program::desc::{ArgType, Descriptions, OpDesc};
+use crate::program::prog::{Arg, Op, Program};
+use crate::program::state::GuestState;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -224,7 +224,11 @@ impl<'a> Generator<'a> {
     }
 
     /// The device a `vmem_dev` argument earlier in `prev` points to, if a literal one.
-    fn device_of(&self, prev: &[Arg], desc: &OpDesc) -> Option<&crate::state::DeviceState> {
+    fn device_of(
+        &self,
+        prev: &[Arg],
+        desc: &OpDesc,
+    ) -> Option<&crate::program::state::DeviceState> {
         let i = desc
             .args
             .iter()

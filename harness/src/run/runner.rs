@@ -3,9 +3,9 @@
 //! (`executing op N` markers), so a later step can tell which operation was running when a
 //! splat appeared.
 
-use crate::desc::Descriptions;
-use crate::hostops::HostOps;
-use crate::prog::Program;
+use crate::program::desc::Descriptions;
+use crate::program::prog::Program;
+use crate::run::hostops::HostOps;
 use anyhow::{Context, Result};
 use hotfuzz_executor::protocol::{BlockSnapshot, Event, HostReply, Outcome};
 use hotfuzz_vm::console::{format_time, ConsoleLine};
@@ -86,7 +86,7 @@ pub struct RunResult {
 
 impl RunResult {
     /// The kernel reports in the console output of the run (see [`crate::report`]; the
-    /// harness's own oracles are [`crate::analyze::reports`]).
+    /// harness's own oracles are [`crate::judge::reports`]).
     pub fn console_reports(&self) -> Vec<crate::report::Report> {
         let text: String = self
             .console
