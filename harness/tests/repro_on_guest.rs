@@ -10,7 +10,7 @@ use hotfuzz::program::prog::Program;
 use hotfuzz::program::state::GuestState;
 use hotfuzz::repro::minimize::{family, ops, remove_ops, Options};
 use hotfuzz::repro::{reproduce, ReproOptions};
-use hotfuzz::run::guest::GuestArgs;
+use hotfuzz::run::guest::GuestConfig;
 use hotfuzz_vm::{AccelChoice, Arch, MachineConfig};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -80,7 +80,7 @@ fn a_planted_bug_is_minimized_and_repro_sh_reproduces_it_without_hotfuzz() {
     let file = dir.path().join("long.prog");
     std::fs::write(&file, prog.print(&d)).unwrap();
 
-    let mut guest = GuestArgs::default_for(Arch::X86_64);
+    let mut guest = GuestConfig::new(Arch::X86_64);
     guest.accel = AccelChoice::Tcg;
     guest.bugzoo = Some("warn_reonline".into());
     let config = FuzzConfig {

@@ -34,7 +34,7 @@ pub enum KernelFormat {
 }
 
 /// Where a kernel comes from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KernelSource {
     /// Debian's kernel package for the architecture: pinned, with fallback to the newest of the
     /// same series.

@@ -1,26 +1,117 @@
 //! `hotfuzz bench vm`: how fast guests are on this machine (boot, ssh, QMP, plug/unplug).
 
 use crate::cli::stats::Summary;
-use crate::cli::BenchVmArgs;
 use anyhow::{Context, Result};
+use clap::Subcommand;
 
-use hotfuzz_vm::Vm;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
+use crate::cli::guest_flags::GuestArgs;
+/// `hotfuzz bench ...`
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Boot, ssh, QMP and plug/unplug timings of guests.
+    Vm(Box<BenchVmArgs>),
+    /// Program execution on a guest: harness overhead per operation, programs per second.
+    Exec(Box<BenchExecArgs>),
+    /// Generator throughput (no guest).
+    Gen(BenchGenArgs),
+    /// Console parser throughput and memory on a large log built from real console logs.
+    Parse(BenchParseArgs),
+}
+
+/// Arguments of `hotfuzz bench vm`.
+#[derive(Debug, clap::Args)]
+pub struct BenchVmArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Boots to measure.
+    #[arg(long, default_value_t = 5)]
+    pub boots: usize,
+    /// ssh round trips to measure (on the first guest).
+    #[arg(long, default_value_t = 100)]
+    pub execs: usize,
+    /// QMP round trips and plug/unplug cycles to measure (on the first guest).
+    #[arg(long, default_value_t = 5)]
+    pub resizes: usize,
+    /// Also measure a first run on an empty cache (downloads the kernel again).
+    #[arg(long)]
+    pub cold: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hotfuzz bench exec`.
+#[derive(Debug, clap::Args)]
+pub struct BenchExecArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Cheap operations in the overhead program.
+    #[arg(long, default_value_t = 200)]
+    pub ops: usize,
+    /// Times the overhead program runs.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Generated programs to run for the programs/s figure.
+    #[arg(long, default_value_t = 30)]
+    pub programs: u64,
+    /// Length of the generated programs.
+    #[arg(long, default_value_t = 20)]
+    pub len: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hotfuzz bench gen`.
+#[derive(Debug, clap::Args)]
+pub struct BenchGenArgs {
+    /// Programs to generate.
+    #[arg(long, default_value_t = 20000)]
+    pub programs: u64,
+    /// Length of each program.
+    #[arg(long, default_value_t = 20)]
+    pub len: usize,
+}
+
+/// Arguments of `hotfuzz bench parse`.
+#[derive(Debug, clap::Args)]
+pub struct BenchParseArgs {
+    /// Console logs to concatenate into the benchmark log (e.g. harness/testdata/report/*.log;
+    /// a golden file's header is dropped).
+    #[arg(required = true)]
+    pub logs: Vec<std::path::PathBuf>,
+    /// Size of the benchmark log, in MiB.
+    #[arg(long, default_value_t = 100)]
+    pub mib: usize,
+    /// Times the log is parsed.
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+}
+
 /// `hotfuzz bench vm`.
-pub fn vm(a: BenchVmArgs) -> Result<i32> {
+/// Runs a `hotfuzz bench` command.
+pub fn run(c: BenchCommand) -> Result<i32> {
+    match c {
+        BenchCommand::Vm(a) => vm(*a),
+        BenchCommand::Exec(a) => exec(*a),
+        BenchCommand::Gen(a) => gen(a),
+        BenchCommand::Parse(a) => parse(a),
+    }
+}
+
+fn vm(a: BenchVmArgs) -> Result<i32> {
     let mut cold = None;
     if a.cold {
         // First run on an empty cache: download, unpack, PVH extraction, image build.
         let dir = tempfile::tempdir().context("creating a temporary cache")?;
         std::env::set_var("HOTFUZZ_CACHE_DIR", dir.path());
         let t = Instant::now();
-        let p = a
-            .guest
-            .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
+        let p = a.guest.config()?.prepare()?;
         let prep = t.elapsed();
-        let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+        let vm = p.boot("hotfuzz")?;
         let total = t.elapsed();
         vm.poweroff(Duration::from_secs(30));
         std::env::remove_var("HOTFUZZ_CACHE_DIR");
@@ -39,11 +130,9 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
     let mut unplug = Vec::new();
     for i in 0..a.boots {
         let t = Instant::now();
-        let p = a
-            .guest
-            .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
+        let p = a.guest.config()?.prepare()?;
         prepare.push(t.elapsed());
-        let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+        let vm = p.boot("hotfuzz")?;
         total.push(t.elapsed());
         let tm = vm.timings();
         banner.extend(tm.banner);
@@ -132,18 +221,15 @@ pub fn vm(a: BenchVmArgs) -> Result<i32> {
 }
 
 /// `hotfuzz bench exec`: per-operation harness overhead and programs per second.
-pub fn exec(a: crate::cli::BenchExecArgs) -> Result<i32> {
+fn exec(a: BenchExecArgs) -> Result<i32> {
     use hotfuzz::program::desc::Descriptions;
     use hotfuzz::program::gen::Generator;
     use hotfuzz::program::prog::Program;
-    use hotfuzz::program::state::GuestState;
     use hotfuzz::run::runner::{RunOptions, Runner};
 
     let d = Descriptions::embedded();
-    let p = a
-        .guest
-        .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
-    let mut vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let p = a.guest.config()?.prepare()?;
+    let mut vm = p.boot("hotfuzz")?;
     // Keep the logs: a benchmark that goes wrong must be explainable.
     let dir = vm.keep_dir();
     eprintln!("hotfuzz: logs in {}", dir.display());
@@ -169,7 +255,7 @@ pub fn exec(a: crate::cli::BenchExecArgs) -> Result<i32> {
         in_guest.push(own / n);
     }
     // Typical generated programs on the real state.
-    let st = GuestState::probe(&vm)?;
+    let st = hotfuzz::run::probe::guest_state(&vm)?;
     let mut prog_times = Vec::new();
     let t0 = Instant::now();
     let mut ops_total = 0;
@@ -224,12 +310,13 @@ pub fn exec(a: crate::cli::BenchExecArgs) -> Result<i32> {
 }
 
 /// `hotfuzz bench gen`: generator throughput.
-pub fn gen(a: crate::cli::BenchGenArgs) -> Result<i32> {
+fn gen(a: BenchGenArgs) -> Result<i32> {
     use hotfuzz::program::desc::Descriptions;
     use hotfuzz::program::gen::Generator;
-    use hotfuzz::program::state::GuestState;
     let d = Descriptions::embedded();
-    let st = GuestState::model(&hotfuzz_vm::MachineConfig::new(hotfuzz_vm::Arch::X86_64));
+    let st = hotfuzz::program::state::GuestState::model(&hotfuzz_vm::MachineConfig::new(
+        hotfuzz_vm::Arch::X86_64,
+    ));
     let mut runs = Vec::new();
     let mut ops = 0;
     for round in 0..5u64 {
@@ -269,7 +356,7 @@ fn peak_rss_kib() -> u64 {
 
 /// `hotfuzz bench parse`: streams a large console log (real logs concatenated) through the
 /// report parser, as `hotfuzz report parse FILE` does.
-pub fn parse(a: crate::cli::BenchParseArgs) -> Result<i32> {
+fn parse(a: BenchParseArgs) -> Result<i32> {
     use anyhow::Context;
     use std::io::Write;
     let mut logs = Vec::new();

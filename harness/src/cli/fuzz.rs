@@ -1,8 +1,56 @@
 //! `hotfuzz fuzz`: the main job.
 
-use crate::cli::FuzzArgs;
+use crate::cli::guest_flags::KernelFlags;
 use anyhow::Result;
 use hotfuzz::fuzz::config::FuzzConfig;
+
+/// Arguments of `hotfuzz fuzz` (they override the configuration file).
+#[derive(Debug, clap::Args)]
+pub struct FuzzArgs {
+    /// Campaign configuration (YAML; ci/fuzz.yaml documents every key). Default: embedded.
+    #[arg(long, short)]
+    pub config: Option<std::path::PathBuf>,
+    /// How long to fuzz (30m, 8h, forever).
+    #[arg(long)]
+    pub duration: Option<String>,
+    /// Stop after this many executions.
+    #[arg(long)]
+    pub max_execs: Option<u64>,
+    /// Guests fuzzing at once.
+    #[arg(long)]
+    pub vms: Option<usize>,
+    /// Working directory (corpus, solutions, logs, stats.jsonl).
+    #[arg(long)]
+    pub workdir: Option<std::path::PathBuf>,
+    /// Report store.
+    #[arg(long)]
+    pub reports: Option<std::path::PathBuf>,
+    /// Seed programs or directories (repeatable; `embedded` for the built-in seeds).
+    #[arg(long = "seeds", value_name = "PATH")]
+    pub seeds: Vec<String>,
+    /// Start without seed programs (generated programs only).
+    #[arg(long, conflicts_with = "seeds")]
+    pub no_seeds: bool,
+    /// Only these profiles (comma separated names from the configuration).
+    #[arg(long)]
+    pub profiles: Option<String>,
+    /// Arm bug-zoo bugs (testing hotfuzz itself), e.g. warn_reonline,stuck_offline.
+    #[arg(long)]
+    pub bugzoo: Option<String>,
+    /// Random seed: fixes the generated programs and the mutation choices; which corpus
+    /// entries get scheduled also depends on timing and hash order, so a campaign is not
+    /// bit-reproducible.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Programs per guest boot.
+    #[arg(long)]
+    pub restart_every: Option<u64>,
+    #[command(flatten)]
+    pub kernel: KernelFlags,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
 
 /// The configuration the flags and file ask for.
 pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
@@ -42,7 +90,7 @@ pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
     if let Some(r) = a.restart_every {
         c.restart_every = r;
     }
-    if let Some(arch) = a.arch {
+    if let Some(arch) = a.kernel.arch {
         c.arch = arch;
         if arch != hotfuzz_vm::Arch::X86_64 && a.config.is_none() {
             // The default profiles are about virtio-mem, which powernv has not.
@@ -52,18 +100,15 @@ pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
             }];
         }
     }
-    if a.kernel.is_some() {
-        c.kernel.path = a.kernel.clone();
-        c.kernel.package = None;
+    if let Some(k) = a.kernel.kernel_source() {
+        let mut g = c.guest();
+        g.kernel = k;
+        c.use_guest(&g);
     }
-    if a.kernel_package.is_some() {
-        c.kernel.package = a.kernel_package.clone();
-        c.kernel.path = None;
-    }
-    if let Some(acc) = a.accel {
+    if let Some(acc) = a.kernel.accel {
         c.accel = acc;
     }
-    if a.no_install {
+    if a.kernel.no_install {
         c.no_install = true;
     }
     c.validate()?;
@@ -71,7 +116,7 @@ pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
 }
 
 /// Runs the campaign and prints its summary.
-pub fn fuzz(a: FuzzArgs) -> Result<i32> {
+pub fn run(a: FuzzArgs) -> Result<i32> {
     let c = config(&a)?;
     if a.print_config {
         print!("{}", serde_yaml::to_string(&c)?);

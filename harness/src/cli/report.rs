@@ -1,10 +1,70 @@
 //! `hotfuzz report parse` and `hotfuzz report list`.
 
-use crate::cli::{ReportListArgs, ReportParseArgs};
 use anyhow::{Context, Result};
+use clap::Subcommand;
 use hotfuzz::report::{self, Report};
 use hotfuzz::store::Store;
 use std::io::Read;
+
+/// `hotfuzz report ...`
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Print the reports in a console log or a pasted splat (FILE or - for stdin). Exit status
+    /// 1 when there is at least one.
+    Parse(Box<ReportParseArgs>),
+    /// Show the report store.
+    List(ReportListArgs),
+}
+
+/// Arguments of `hotfuzz report parse`.
+#[derive(Debug, clap::Args)]
+pub struct ReportParseArgs {
+    /// Log file, or - for stdin.
+    pub file: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Titles and facts only, not the report text.
+    #[arg(long)]
+    pub brief: bool,
+    /// Add file:line to frames (needs debug info: a kernel build's vmlinux, or --module files).
+    #[arg(long)]
+    pub symbolize: bool,
+    /// A module with debug info for --symbolize (repeatable), e.g. the bug zoo's bugzoo.ko.
+    #[arg(long)]
+    pub module: Vec<std::path::PathBuf>,
+    /// Kernel for --symbolize (default: the Debian default kernel).
+    #[arg(long)]
+    pub kernel: Option<std::path::PathBuf>,
+    /// Architecture for --symbolize.
+    #[arg(long, default_value = "x86_64")]
+    pub arch: hotfuzz_vm::Arch,
+}
+
+impl ReportParseArgs {
+    /// The kernel whose symbols are used.
+    pub fn kernel_source(&self) -> hotfuzz_vm::KernelSource {
+        match &self.kernel {
+            Some(p) => hotfuzz_vm::KernelSource::Path {
+                path: p.clone(),
+                modules: None,
+                system_map: None,
+            },
+            None => hotfuzz_vm::KernelSource::DebianDefault,
+        }
+    }
+}
+
+/// Arguments of `hotfuzz report list`.
+#[derive(Debug, clap::Args)]
+pub struct ReportListArgs {
+    /// The report store.
+    #[arg(long, default_value = "reports")]
+    pub dir: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
 
 fn print_report(r: &Report, text: bool) {
     println!("TITLE: {}", r.title);
@@ -42,7 +102,15 @@ fn print_report(r: &Report, text: bool) {
 }
 
 /// `hotfuzz report parse FILE|-`.
-pub fn parse(a: ReportParseArgs) -> Result<i32> {
+/// Runs a `hotfuzz report` command.
+pub fn run(c: ReportCommand) -> Result<i32> {
+    match c {
+        ReportCommand::Parse(a) => parse(*a),
+        ReportCommand::List(a) => list(a),
+    }
+}
+
+fn parse(a: ReportParseArgs) -> Result<i32> {
     let reports = if a.file.as_os_str() == "-" {
         let mut s = Vec::new();
         std::io::stdin()
@@ -83,7 +151,7 @@ pub fn parse(a: ReportParseArgs) -> Result<i32> {
 }
 
 /// `hotfuzz report list`.
-pub fn list(a: ReportListArgs) -> Result<i32> {
+fn list(a: ReportListArgs) -> Result<i32> {
     let store = Store::open(&a.dir)?;
     let all = store.list()?;
     if a.json {

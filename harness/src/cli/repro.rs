@@ -1,14 +1,65 @@
 //! `hotfuzz repro`: reproduce, measure, minimize, write the reproducer.
 
-use crate::cli::ReproArgs;
 use anyhow::{bail, Result};
 use hotfuzz::fuzz::config::FuzzConfig;
 use hotfuzz::repro::minimize::{Options, Progress};
 use hotfuzz::repro::{reproduce, ReproOptions, ReproSummary};
 use std::time::Duration;
 
+use crate::cli::guest_flags::GuestArgs;
+/// Arguments of `hotfuzz repro`.
+#[derive(Debug, clap::Args)]
+pub struct ReproArgs {
+    /// A report directory, a program file, or a console log (with --run-log, or a run log).
+    #[arg(required_unless_present = "splat")]
+    pub input: Option<std::path::PathBuf>,
+    /// The run log that goes with a console log.
+    #[arg(long)]
+    pub run_log: Option<std::path::PathBuf>,
+    /// A splat pasted from a mail or bug tracker: fuzz towards its title (biased to the
+    /// operations its stack names) until it appears, then minimize that.
+    #[arg(long, conflicts_with = "input", value_name = "FILE")]
+    pub splat: Option<std::path::PathBuf>,
+    /// How long --splat fuzzes before giving up (30m, 2h).
+    #[arg(long, default_value = "30m")]
+    pub splat_duration: String,
+    /// Runs when measuring reliability (before and after minimizing).
+    #[arg(long, default_value_t = 5)]
+    pub runs: u32,
+    /// Guests running candidates at once.
+    #[arg(long, default_value_t = 1)]
+    pub vms: usize,
+    /// Limit for one program run, in seconds (default: the sum of its operations' deadlines).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Most guest runs minimization may spend.
+    #[arg(long, default_value_t = 60)]
+    pub max_runs: u32,
+    /// Reliability (crashes/runs) below which the bug counts as not reproduced.
+    #[arg(long, default_value_t = 0.2)]
+    pub threshold: f64,
+    /// Only replay and measure; do not minimize.
+    #[arg(long)]
+    pub no_minimize: bool,
+    /// Profile (from the configuration) instead of the one the report recorded.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Fuzzing configuration with the profiles and suppressions (default: embedded).
+    #[arg(long, short)]
+    pub config: Option<std::path::PathBuf>,
+    /// Report store for inputs that are not a report directory.
+    #[arg(long, default_value = "reports")]
+    pub reports: std::path::PathBuf,
+    /// Working directory (run logs).
+    #[arg(long, default_value = "hotfuzz-work")]
+    pub workdir: std::path::PathBuf,
+    /// Guest flags.
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
+
 /// Runs `hotfuzz repro`; exit status 0 when the bug reproduced, 1 when it did not.
-pub fn repro(a: ReproArgs) -> Result<i32> {
+pub fn run(a: ReproArgs) -> Result<i32> {
     if !(0.0..=1.0).contains(&a.threshold) {
         bail!("--threshold must be between 0 and 1");
     }
@@ -19,10 +70,9 @@ pub fn repro(a: ReproArgs) -> Result<i32> {
         Some(p) => FuzzConfig::load(p)?,
         None => FuzzConfig::default(),
     };
-    let mut guest = a.guest.clone();
-    if a.guest.kernel.is_none() && a.guest.kernel_package.is_none() {
-        guest.kernel = config.kernel.path.clone();
-        guest.kernel_package = config.kernel.package.clone();
+    let mut guest = a.guest.config()?;
+    if a.guest.kernel.kernel_source().is_none() {
+        guest.kernel = config.guest().kernel;
     }
     let opts = ReproOptions {
         input: a.input.clone().unwrap_or_default(),

@@ -1,11 +1,58 @@
 //! `hotfuzz vm boot`, `hotfuzz vm plug` and `hotfuzz setup`.
 
-use crate::cli::{SetupArgs, VmBootArgs, VmPlugArgs};
 use anyhow::{Context, Result};
+use clap::Subcommand;
 use hotfuzz_vm::size::{format_size, parse_size};
-use hotfuzz_vm::{Arch, Kernel, KernelSource, Vm};
+use hotfuzz_vm::Vm;
 use serde_json::json;
 use std::time::{Duration, Instant};
+
+use crate::cli::guest_flags::GuestArgs;
+/// `hotfuzz vm ...`
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Boot a guest to ssh-ready, print the boot timings, then power it off (or open a shell).
+    Boot(Box<VmBootArgs>),
+    /// Boot a guest, plug SIZE with virtio-mem, show what the guest sees, unplug, power off.
+    Plug(Box<VmPlugArgs>),
+    /// Boot a guest and print its memory state (blocks, nodes, devices) as JSON.
+    State(Box<VmStateArgs>),
+}
+
+/// Arguments of `hotfuzz vm boot`.
+#[derive(Debug, clap::Args)]
+pub struct VmBootArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Open an interactive shell in the guest instead of powering off at once.
+    #[arg(long)]
+    pub shell: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hotfuzz vm plug`.
+#[derive(Debug, clap::Args)]
+pub struct VmPlugArgs {
+    /// Amount to plug, e.g. 256M or 1G (a multiple of the device block size).
+    pub size: String,
+    /// virtio-mem device id.
+    #[arg(long, default_value = "vm0")]
+    pub device: String,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `hotfuzz vm state`.
+#[derive(Debug, clap::Args)]
+pub struct VmStateArgs {
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
 
 fn ms(d: Option<Duration>) -> serde_json::Value {
     d.map(|d| json!(d.as_millis() as u64))
@@ -17,12 +64,19 @@ fn fmt_dur(d: Option<Duration>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// Runs a `hotfuzz vm` command.
+pub fn run(c: VmCommand) -> Result<i32> {
+    match c {
+        VmCommand::Boot(a) => boot(*a),
+        VmCommand::Plug(a) => plug(*a),
+        VmCommand::State(a) => state(*a),
+    }
+}
+
 /// `hotfuzz vm boot`.
-pub fn boot(a: VmBootArgs) -> Result<i32> {
-    let p = a
-        .guest
-        .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
-    let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+fn boot(a: VmBootArgs) -> Result<i32> {
+    let p = a.guest.config()?.prepare()?;
+    let vm = p.boot("hotfuzz")?;
     let t = vm.timings().clone();
     let uname = vm.run("uname -r").unwrap_or_default().trim().to_string();
     if a.json {
@@ -87,12 +141,10 @@ fn mem_total_kib(vm: &Vm) -> Result<u64> {
 }
 
 /// `hotfuzz vm plug SIZE`.
-pub fn plug(a: VmPlugArgs) -> Result<i32> {
+fn plug(a: VmPlugArgs) -> Result<i32> {
     let bytes = parse_size(&a.size).map_err(anyhow::Error::msg)?;
-    let p = a
-        .guest
-        .prepare(hotfuzz::run::image::program_guest(a.guest.arch, true)?)?;
-    let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let p = a.guest.config()?.prepare()?;
+    let vm = p.boot("hotfuzz")?;
     let q = vm.qmp();
     let before = mem_total_kib(&vm)?;
     let t0 = Instant::now();
@@ -135,26 +187,12 @@ pub fn plug(a: VmPlugArgs) -> Result<i32> {
     Ok(if ok { 0 } else { 1 })
 }
 
-/// `hotfuzz setup`: everything a first run would do, ahead of time.
-pub fn setup(a: SetupArgs) -> Result<i32> {
-    let mut arches = vec![Arch::X86_64];
-    if a.ppc64le {
-        arches.push(Arch::Ppc64le);
-    }
-    for arch in arches {
-        let m = hotfuzz_vm::MachineConfig::new(arch);
-        let qemu = hotfuzz_vm::vm::find_qemu(&m, true)?;
-        let k = Kernel::resolve(&KernelSource::DebianDefault, arch)?;
-        let with_exec = hotfuzz::run::image::executor(arch).is_ok();
-        let img = hotfuzz::run::image::program_guest(arch, with_exec)?.build(&k)?;
-        println!(
-            "{arch}: {} ({}), image {} ({} modules), {}",
-            k.origin,
-            k.release.as_deref().unwrap_or("?"),
-            img.path.display(),
-            img.modules.len(),
-            qemu.display()
-        );
-    }
+/// `hotfuzz vm state`: boot, read the guest's memory state, print it as JSON.
+fn state(a: VmStateArgs) -> Result<i32> {
+    let p = a.guest.config()?.prepare()?;
+    let vm = p.boot("hotfuzz")?;
+    let st = hotfuzz::run::probe::guest_state(&vm)?;
+    println!("{}", serde_json::to_string_pretty(&st)?);
+    vm.poweroff(Duration::from_secs(30));
     Ok(0)
 }

@@ -42,22 +42,37 @@ pub struct Profile {
 
 impl Profile {
     /// `base` with this profile's command line, devices and shape.
-    pub fn apply(&self, base: &crate::run::guest::GuestArgs) -> crate::run::guest::GuestArgs {
-        let mut a = base.clone();
-        a.cmdline.extend(self.cmdline.iter().cloned());
+    pub fn apply(
+        &self,
+        base: &crate::run::guest::GuestConfig,
+    ) -> Result<crate::run::guest::GuestConfig> {
+        let mut g = base.clone();
+        g.cmdline.extend(self.cmdline.iter().cloned());
         if !self.virtio_mem.is_empty() {
-            a.virtio_mem = self.virtio_mem.clone();
+            g.virtio_mem = Some(
+                self.virtio_mem
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| hotfuzz_vm::VirtioMemSpec::parse(s, i))
+                    .collect::<std::result::Result<_, _>>()
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("profile {}: virtio_mem", self.name))?,
+            );
         }
-        if self.memory.is_some() {
-            a.memory = self.memory.clone();
+        if let Some(m) = &self.memory {
+            g.memory = Some(
+                hotfuzz_vm::size::parse_size(m)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("profile {}: memory {m:?}", self.name))?,
+            );
         }
         if self.cpus.is_some() {
-            a.cpus = self.cpus;
+            g.cpus = self.cpus;
         }
         if self.nodes.is_some() {
-            a.nodes = self.nodes;
+            g.nodes = self.nodes;
         }
-        a
+        Ok(g)
     }
 }
 
@@ -263,6 +278,53 @@ impl FuzzConfig {
             bail!("kernel: give a package or a path, not both");
         }
         Ok(())
+    }
+
+    /// The guest set-up the campaign's profiles are applied to: its kernel, architecture,
+    /// accelerator and bug zoo.
+    pub fn guest(&self) -> crate::run::guest::GuestConfig {
+        let mut g = crate::run::guest::GuestConfig::new(self.arch);
+        g.accel = self.accel;
+        g.kernel = match (&self.kernel.path, &self.kernel.package) {
+            (Some(p), _) => hotfuzz_vm::KernelSource::Path {
+                path: p.clone(),
+                modules: self.kernel.modules.clone(),
+                system_map: self.kernel.system_map.clone(),
+            },
+            (None, Some(pkg)) => hotfuzz_vm::KernelSource::DebianPackage(pkg.clone()),
+            (None, None) => hotfuzz_vm::KernelSource::DebianDefault,
+        };
+        g.bugzoo = self.bugzoo.clone();
+        g.no_install = self.no_install;
+        g
+    }
+
+    /// Takes the kernel, architecture, accelerator and (when set) bug zoo of `g`: the inverse of
+    /// [`FuzzConfig::guest`], for commands that fuzz on the guest their flags describe.
+    pub fn use_guest(&mut self, g: &crate::run::guest::GuestConfig) {
+        self.arch = g.arch;
+        self.accel = g.accel;
+        self.kernel = match &g.kernel {
+            hotfuzz_vm::KernelSource::Path {
+                path,
+                modules,
+                system_map,
+            } => KernelConfig {
+                package: None,
+                path: Some(path.clone()),
+                modules: modules.clone(),
+                system_map: system_map.clone(),
+            },
+            hotfuzz_vm::KernelSource::DebianPackage(p) => KernelConfig {
+                package: Some(p.clone()),
+                ..KernelConfig::default()
+            },
+            hotfuzz_vm::KernelSource::DebianDefault => KernelConfig::default(),
+        };
+        if g.bugzoo.is_some() {
+            self.bugzoo = g.bugzoo.clone();
+        }
+        self.no_install = g.no_install;
     }
 
     /// The campaign's length (`None`: until stopped).

@@ -14,8 +14,7 @@ use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
 use crate::program::state::GuestState;
 use crate::report::{Report, ReportType};
-use crate::run::guest::GuestArgs;
-use crate::run::image::program_guest;
+use crate::run::guest::GuestConfig;
 use crate::run::runner::{RunOptions, Runner};
 use crate::store::{KernelInfo, Store};
 use anyhow::{Context, Result};
@@ -28,13 +27,11 @@ use std::time::{Duration, Instant};
 /// Consecutive failed boots after which the campaign stops.
 const MAX_BOOT_FAILURES: u32 = 3;
 
-pub use crate::judge::HUNG_TASK_TIMEOUT;
-
 /// How a guest target is set up.
 #[derive(Debug, Clone)]
 pub struct GuestSetup {
     /// Kernel, arch, accel, bug zoo (the profile adds the rest).
-    pub base: GuestArgs,
+    pub base: GuestConfig,
     /// Profiles to rotate through.
     pub profiles: Vec<Profile>,
     /// Where reports go.
@@ -54,16 +51,8 @@ pub struct GuestSetup {
 impl GuestSetup {
     /// The set-up of guest `slot` of a campaign.
     pub fn from_config(c: &FuzzConfig, slot: usize) -> GuestSetup {
-        let mut base = GuestArgs::default_for(c.arch);
-        base.accel = c.accel;
-        base.kernel = c.kernel.path.clone();
-        base.kernel_package = c.kernel.package.clone();
-        base.modules = c.kernel.modules.clone();
-        base.system_map = c.kernel.system_map.clone();
-        base.bugzoo = c.bugzoo.clone();
-        base.no_install = c.no_install;
         GuestSetup {
-            base,
+            base: c.guest(),
             profiles: c.profiles.clone(),
             reports: c.reports.clone(),
             log_dir: c.workdir.join("logs").join(format!("vm{slot}")),
@@ -74,8 +63,8 @@ impl GuestSetup {
         }
     }
 
-    /// The guest flags for `profile`.
-    pub fn args_for(&self, profile: &Profile) -> GuestArgs {
+    /// The guest set-up for `profile`.
+    pub fn config_for(&self, profile: &Profile) -> Result<GuestConfig> {
         profile.apply(&self.base)
     }
 }
@@ -113,7 +102,7 @@ impl GuestTarget {
             .iter()
             .map(|s| Regex::new(s).with_context(|| format!("suppression {s:?}")))
             .collect::<Result<Vec<_>>>()?;
-        let machine = setup.args_for(&setup.profiles[0]).machine()?;
+        let machine = setup.config_for(&setup.profiles[0])?.machine()?;
         Ok(GuestTarget {
             state: GuestState::model(&machine),
             setup,
@@ -139,19 +128,13 @@ impl GuestTarget {
 
     fn boot(&mut self) -> Result<()> {
         let profile = self.next_profile().clone();
-        let args = self.setup.args_for(&profile);
-        let mut p = args.prepare(program_guest(args.arch, true)?)?;
-        p.options.name = format!("hotfuzz-fuzz{}", self.setup.slot);
+        let p = self.setup.config_for(&profile)?.prepare()?;
         self.counters.boots += 1;
         self.counters.profile = profile.name.clone();
         let t = Instant::now();
-        let vm = Arc::new(Vm::boot(&p.kernel, &p.image, &p.options)?);
+        let vm = Arc::new(p.boot(&format!("hotfuzz-fuzz{}", self.setup.slot))?);
         let booted = t.elapsed();
-        vm.run(&format!(
-            "echo {HUNG_TASK_TIMEOUT} > /proc/sys/kernel/hung_task_timeout_secs"
-        ))
-        .context("setting the hung task timeout")?;
-        self.state = GuestState::probe(&vm)?;
+        self.state = crate::run::probe::guest_state(&vm)?;
         tracing::info!(
             "guest {} restarted with profile {}: ssh-ready in {:.2?}, ready for programs in {:.2?}",
             self.setup.slot,

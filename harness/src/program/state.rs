@@ -1,10 +1,9 @@
 //! What the guest looks like: memory blocks and their zones, the memory block size, NUMA
 //! nodes, virtio-mem devices with their sizes, and the operations this kernel cannot run.
-//! Read from a real guest ([`GuestState::probe`]) or predicted from a machine configuration
-//! ([`GuestState::model`]) when no guest is at hand.
+//! Predicted from a machine configuration ([`GuestState::model`]) when no guest is at hand;
+//! `run::probe::guest_state` reads it from a running guest.
 
-use anyhow::{Context, Result};
-use hotfuzz_vm::{Arch, MachineConfig, Vm};
+use hotfuzz_vm::{Arch, MachineConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 
@@ -120,79 +119,6 @@ impl GuestState {
             boot_ram: machine.memory,
             unsupported: BTreeSet::new(),
         }
-    }
-
-    /// Reads the state of a running guest (sysfs over ssh, devices over QMP, unsupported
-    /// operations from the executor's probe).
-    pub fn probe(vm: &Vm) -> Result<GuestState> {
-        let script = r#"
-cat /sys/devices/system/memory/block_size_bytes
-getconf PAGESIZE 2>/dev/null || echo 4096
-for n in /sys/devices/system/node/possible; do cat $n 2>/dev/null || echo 0; done
-for d in /sys/devices/system/memory/memory*; do
-  node=$(ls -d $d/node* 2>/dev/null | head -n1)
-  echo "B ${d##*/memory} $(cat $d/state) $(cat $d/valid_zones 2>/dev/null | tr ' ' ,) ${node##*/node}"
-done
-[ -x /usr/bin/hotfuzz-executor ] && /usr/bin/hotfuzz-executor --probe
-"#;
-        let out = vm.run(script).context("reading the guest's memory state")?;
-        let mut lines = out.lines();
-        let block_size = u64::from_str_radix(lines.next().unwrap_or("").trim(), 16)
-            .context("bad block_size_bytes")?;
-        let page_size: u64 = lines
-            .next()
-            .unwrap_or("4096")
-            .trim()
-            .parse()
-            .unwrap_or(4096);
-        let nodes = parse_node_list(lines.next().unwrap_or("0"));
-        let mut blocks = Vec::new();
-        let mut unsupported = BTreeSet::new();
-        for l in lines {
-            if let Some(rest) = l.strip_prefix("B ") {
-                let f: Vec<&str> = rest.split_whitespace().collect();
-                if f.len() >= 2 {
-                    blocks.push(BlockState {
-                        id: f[0].parse().unwrap_or(0),
-                        online: f[1] == "online",
-                        zones: f.get(2).copied().unwrap_or("").replace(',', " "),
-                        node: f.get(3).and_then(|n| n.parse().ok()).unwrap_or(0),
-                    });
-                }
-            } else if l.starts_with('{') {
-                if let Ok(p) = serde_json::from_str::<hotfuzz_executor::protocol::ProbeResult>(l) {
-                    unsupported.extend(p.unsupported.into_keys());
-                }
-            }
-        }
-        blocks.sort_by_key(|b| b.id);
-        let machine = vm.machine();
-        let mut devices = Vec::new();
-        if machine.arch == Arch::X86_64 {
-            let devs = vm.qmp().query_memory_devices()?;
-            for (i, d) in devs.iter().filter(|d| d.kind == "virtio-mem").enumerate() {
-                devices.push(DeviceState {
-                    index: i as u32,
-                    id: d.id.clone().unwrap_or_default(),
-                    memaddr: d.memaddr.unwrap_or(0),
-                    max: d.max_size.unwrap_or(0),
-                    block_size: d.block_size.unwrap_or(2 << 20),
-                    requested: d.requested_size.unwrap_or(0),
-                    size: d.size,
-                    node: d.node.unwrap_or(0) as u32,
-                });
-            }
-        }
-        Ok(GuestState {
-            arch: machine.arch,
-            page_size,
-            block_size,
-            blocks,
-            nodes,
-            devices,
-            boot_ram: machine.memory,
-            unsupported,
-        })
     }
 
     /// Memory block ids virtio-mem devices can ever provide (present or not).

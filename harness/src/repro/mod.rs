@@ -17,8 +17,7 @@ pub mod splat;
 
 use crate::fuzz::config::FuzzConfig;
 use crate::program::desc::Descriptions;
-use crate::run::guest::GuestArgs;
-use crate::run::image::program_guest;
+use crate::run::guest::GuestConfig;
 use anyhow::{anyhow, Context, Result};
 use minimize::{Minimized, Minimizer, Options, Progress};
 use pool::{GuestPool, PoolSetup, TargetBug};
@@ -35,7 +34,7 @@ pub struct ReproOptions {
     /// The run log belonging to a console log.
     pub run_log: Option<PathBuf>,
     /// Guest flags (kernel, accel, ...); the profile and the bug zoo are added to them.
-    pub guest: GuestArgs,
+    pub guest: GuestConfig,
     /// Profiles and suppressions (the fuzzing configuration).
     pub config: FuzzConfig,
     /// Profile to use instead of the report's.
@@ -84,7 +83,7 @@ impl ReproSummary {
 
 /// The guest flags for a source: the chosen or recorded profile applied to the base flags,
 /// plus the recorded bug zoo unless the flags name one.
-pub fn guest_for(o: &ReproOptions, src: &Source) -> Result<(GuestArgs, String)> {
+pub fn guest_for(o: &ReproOptions, src: &Source) -> Result<(GuestConfig, String)> {
     let name = o
         .profile
         .clone()
@@ -106,7 +105,7 @@ pub fn guest_for(o: &ReproOptions, src: &Source) -> Result<(GuestArgs, String)> 
                     .join(", ")
             )
         })?;
-    let mut args = profile.apply(&o.guest);
+    let mut args = profile.apply(&o.guest)?;
     if args.bugzoo.is_none() {
         args.bugzoo = src.bugzoo.clone();
     }
@@ -119,10 +118,7 @@ pub fn reproduce(o: &ReproOptions, progress: impl FnMut(&Progress)) -> Result<Re
     let d = Arc::new(Descriptions::embedded());
     let src = Source::load(&o.input, o.run_log.as_deref(), &d)?;
     let (args, profile) = guest_for(o, &src)?;
-    let prepared = Arc::new(
-        args.prepare(program_guest(args.arch, true)?)
-            .context("preparing the guest")?,
-    );
+    let prepared = Arc::new(args.prepare().context("preparing the guest")?);
     let suppressions = o
         .config
         .suppressions

@@ -8,7 +8,7 @@ use super::script::{self, ScriptInput};
 use super::source::Source;
 use crate::program::desc::Descriptions;
 use crate::report::Report;
-use crate::run::guest::{GuestArgs, Prepared};
+use crate::run::guest::{GuestConfig, Prepared};
 use crate::store::{Evidence, Meta, Store};
 use anyhow::{Context as _, Result};
 use hotfuzz_vm::cache::{atomic_write, FileLock};
@@ -24,7 +24,7 @@ pub struct Context<'a> {
     /// Profile name.
     pub profile: &'a str,
     /// Guest flags used.
-    pub args: &'a GuestArgs,
+    pub args: &'a GuestConfig,
     /// Kernel, image, VM options used.
     pub prepared: &'a Prepared,
     /// Store for sources that are not a report directory.

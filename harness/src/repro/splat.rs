@@ -177,12 +177,7 @@ pub fn reproduce_splat(
     cfg.duration = Some(humantime::format_duration(duration).to_string());
     cfg.reports = o.reports.clone();
     cfg.workdir = o.work.join("splat-fuzz");
-    cfg.accel = o.guest.accel;
-    cfg.kernel.path = o.guest.kernel.clone();
-    cfg.kernel.package = o.guest.kernel_package.clone();
-    if o.guest.bugzoo.is_some() {
-        cfg.bugzoo = o.guest.bugzoo.clone();
-    }
+    cfg.use_guest(&o.guest);
     if let Some(p) = &o.profile {
         cfg.select_profiles(p)?;
     }

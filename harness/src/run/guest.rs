@@ -1,79 +1,56 @@
-//! Flags shared by every command that boots guests, and turning them into a kernel, an image
-//! and VM options.
+//! A guest set up for programs: which kernel, what machine, which modules and bug-zoo bugs,
+//! turned into a kernel, a guest image and VM options, and booted. This is the one place that
+//! knows what a guest that runs programs needs (the executor in the image, the hung task
+//! detector's timeout on the command line), so the fuzzer, the reproducer and the commands
+//! boot the same guest.
 
 use anyhow::{bail, Context, Result};
-use hotfuzz_vm::guest::GuestSpec;
 use hotfuzz_vm::modules::ModuleRequest;
-use hotfuzz_vm::size::parse_size;
 use hotfuzz_vm::{
-    AccelChoice, Arch, BuiltImage, Kernel, KernelSource, MachineConfig, VirtioMemSpec, VmOptions,
+    AccelChoice, Arch, BuiltImage, Kernel, KernelSource, MachineConfig, VirtioMemSpec, Vm,
+    VmOptions,
 };
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Guest selection and shape.
-#[derive(Debug, Clone, clap::Args)]
-pub struct GuestArgs {
-    /// Guest architecture: x86_64 or ppc64le (powernv9).
-    #[arg(long, default_value = "x86_64")]
+/// The hung task detector's timeout in guests that run programs. Debian's 120 s is far longer
+/// than an operation's deadline; a stuck operation should get the kernel's own report (which
+/// names the function) soon after the harness notices it.
+pub const HUNG_TASK_TIMEOUT: u64 = 10;
+
+/// How a guest is set up: everything that decides what boots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestConfig {
+    /// Guest architecture.
     pub arch: Arch,
-    /// Kernel image (bzImage or vmlinux) or kernel build directory. Default: Debian's kernel.
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    /// Debian kernel package to use instead of the pinned default.
-    #[arg(long, conflicts_with = "kernel")]
-    pub kernel_package: Option<String>,
-    /// Module directory matching --kernel (lib/modules/<release> or the build tree).
-    #[arg(long, requires = "kernel")]
-    pub modules: Option<PathBuf>,
-    /// System.map matching --kernel.
-    #[arg(long, requires = "kernel")]
-    pub system_map: Option<PathBuf>,
-    /// Accelerator: auto tries KVM and falls back to TCG.
-    #[arg(long, default_value = "auto")]
+    /// The kernel.
+    pub kernel: KernelSource,
+    /// Accelerator.
     pub accel: AccelChoice,
-    /// A virtio-mem device, e.g. size=4G,block=2M,node=0,requested=512M (repeatable). Default:
-    /// one 4G device with nothing plugged (x86_64).
-    #[arg(long = "virtio-mem", value_name = "SPEC")]
-    pub virtio_mem: Vec<String>,
-    /// No virtio-mem device at all.
-    #[arg(long, conflicts_with = "virtio_mem")]
-    pub no_virtio_mem: bool,
-    /// Boot RAM.
-    #[arg(long)]
-    pub memory: Option<String>,
-    /// maxmem (room for hot-added memory).
-    #[arg(long)]
-    pub maxmem: Option<String>,
+    /// virtio-mem devices; `None` keeps the machine's default (one 4 GiB device on x86_64).
+    pub virtio_mem: Option<Vec<VirtioMemSpec>>,
+    /// Boot RAM in bytes (default: the machine's).
+    pub memory: Option<u64>,
+    /// maxmem in bytes.
+    pub maxmem: Option<u64>,
     /// vCPUs.
-    #[arg(long)]
     pub cpus: Option<u32>,
-    /// NUMA nodes (boot RAM and CPUs are split evenly).
-    #[arg(long)]
+    /// NUMA nodes.
     pub nodes: Option<u32>,
-    /// Extra kernel command line (repeatable; split at spaces).
-    #[arg(long = "cmdline", value_name = "ARGS")]
+    /// Extra kernel command line arguments.
     pub cmdline: Vec<String>,
-    /// Extra module to load in the guest: a name from the kernel's modules or a .ko path
-    /// (repeatable; NAME:PARAMS passes parameters).
-    #[arg(long = "module", value_name = "MODULE")]
-    pub module: Vec<String>,
-    /// Load the bug zoo (a module with planted hotplug bugs) with these bugs armed
-    /// (comma separated: warn_reonline, bug_double_cancel, badpage_offline, stuck_offline;
-    /// "none" loads it unarmed).
-    #[arg(long, value_name = "BUGS")]
+    /// Extra modules: names from the kernel's tree or `.ko` paths, `NAME:PARAMS` for
+    /// parameters.
+    pub modules: Vec<String>,
+    /// Bug-zoo bugs to arm (`""` loads the module unarmed), if the bug zoo is loaded.
     pub bugzoo: Option<String>,
-    /// QEMU binary (default: qemu-system-<arch> from PATH).
-    #[arg(long)]
+    /// QEMU binary (default: `qemu-system-<arch>` from PATH).
     pub qemu: Option<PathBuf>,
-    /// Seconds from QEMU start until ssh must work.
-    #[arg(long)]
-    pub boot_timeout: Option<u64>,
-    /// Keep the VM directory (console log, QEMU log, QMP events) afterwards.
-    #[arg(long)]
+    /// Time from QEMU start until the guest must be ready.
+    pub boot_timeout: Option<Duration>,
+    /// Keep the VM directory afterwards.
     pub keep: bool,
-    /// Never run apt-get; print the command instead.
-    #[arg(long)]
+    /// Never run apt-get.
     pub no_install: bool,
 }
 
@@ -87,24 +64,20 @@ pub struct Prepared {
     pub options: VmOptions,
 }
 
-impl GuestArgs {
-    /// The flags' defaults (what `hotfuzz vm boot` does with none given).
-    pub fn default_for(arch: Arch) -> GuestArgs {
-        GuestArgs {
+impl GuestConfig {
+    /// The default guest for `arch` (what `hotfuzz vm boot` boots with no flags).
+    pub fn new(arch: Arch) -> GuestConfig {
+        GuestConfig {
             arch,
-            kernel: None,
-            kernel_package: None,
-            modules: None,
-            system_map: None,
+            kernel: KernelSource::DebianDefault,
             accel: AccelChoice::Auto,
-            virtio_mem: Vec::new(),
-            no_virtio_mem: false,
+            virtio_mem: None,
             memory: None,
             maxmem: None,
             cpus: None,
             nodes: None,
             cmdline: Vec::new(),
-            module: Vec::new(),
+            modules: Vec::new(),
             bugzoo: None,
             qemu: None,
             boot_timeout: None,
@@ -113,34 +86,15 @@ impl GuestArgs {
         }
     }
 
-    /// The kernel these flags select.
-    pub fn kernel_source(&self) -> KernelSource {
-        match (&self.kernel, &self.kernel_package) {
-            (Some(p), _) => KernelSource::Path {
-                path: p.clone(),
-                modules: self.modules.clone(),
-                system_map: self.system_map.clone(),
-            },
-            (None, Some(pkg)) => KernelSource::DebianPackage(pkg.clone()),
-            (None, None) => KernelSource::DebianDefault,
-        }
-    }
-
-    /// The machine these flags describe.
+    /// The machine this set-up describes.
     pub fn machine(&self) -> Result<MachineConfig> {
         let mut m = MachineConfig::new(self.arch);
         m.accel = self.accel;
-        if let Some(mem) = &self.memory {
-            m.memory = parse_size(mem)
-                .map_err(anyhow::Error::msg)
-                .context("--memory")?;
+        if let Some(mem) = self.memory {
+            m.memory = mem;
         }
-        if let Some(mx) = &self.maxmem {
-            m.maxmem = Some(
-                parse_size(mx)
-                    .map_err(anyhow::Error::msg)
-                    .context("--maxmem")?,
-            );
+        if self.maxmem.is_some() {
+            m.maxmem = self.maxmem;
         }
         if let Some(c) = self.cpus {
             m.cpus = c;
@@ -148,35 +102,47 @@ impl GuestArgs {
         if let Some(n) = self.nodes {
             m.numa_nodes = n;
         }
-        if self.no_virtio_mem {
-            m.virtio_mem.clear();
-        } else if !self.virtio_mem.is_empty() {
-            m.virtio_mem = self
-                .virtio_mem
-                .iter()
-                .enumerate()
-                .map(|(i, s)| VirtioMemSpec::parse(s, i))
-                .collect::<Result<_, _>>()
-                .map_err(anyhow::Error::msg)
-                .context("--virtio-mem")?;
+        if let Some(devs) = &self.virtio_mem {
+            m.virtio_mem = devs.clone();
         }
-        for c in &self.cmdline {
-            m.cmdline.extend(c.split_whitespace().map(str::to_string));
-        }
+        m.cmdline.extend(self.cmdline.iter().cloned());
         m.qemu = self.qemu.clone();
         m.validate()?;
         Ok(m)
     }
 
-    /// Resolves the kernel, builds the image (plus `extra` files) and the VM options.
-    pub fn prepare(&self, extra: GuestSpec) -> Result<Prepared> {
-        let machine = self.machine()?;
+    /// The machine with what every program guest gets on its command line.
+    pub fn program_machine(&self) -> Result<MachineConfig> {
+        let mut m = self.machine()?;
+        m.cmdline.push(format!(
+            "sysctl.kernel.hung_task_timeout_secs={HUNG_TASK_TIMEOUT}"
+        ));
+        Ok(m)
+    }
+
+    /// Resolves the kernel, builds the image for running programs (the executor, the modules
+    /// operations need, the bug zoo when asked for) and the VM options.
+    pub fn prepare(&self) -> Result<Prepared> {
+        self.prepare_image(true)
+    }
+
+    /// [`GuestConfig::prepare`] without the executor, for commands that only boot a guest
+    /// (usable on a hotfuzz built without the executor for this architecture).
+    pub fn prepare_plain(&self) -> Result<Prepared> {
+        self.prepare_image(false)
+    }
+
+    fn prepare_image(&self, with_executor: bool) -> Result<Prepared> {
+        if self.boot_timeout == Some(Duration::ZERO) {
+            bail!("the boot timeout must be positive");
+        }
+        let machine = self.program_machine()?;
         let t = std::time::Instant::now();
-        let kernel = Kernel::resolve(&self.kernel_source(), self.arch)?;
+        let kernel = Kernel::resolve(&self.kernel, self.arch)?;
         tracing::debug!("kernel resolved in {:?}", t.elapsed());
-        let mut spec = extra;
+        let mut spec = crate::run::image::program_guest(self.arch, with_executor)?;
         spec.auto_install = !self.no_install;
-        for m in &self.module {
+        for m in &self.modules {
             let (name, params) = m.split_once(':').unwrap_or((m.as_str(), ""));
             let req = if name.ends_with(".ko") || name.contains('/') {
                 ModuleRequest::file(std::path::Path::new(name), params)?
@@ -202,16 +168,42 @@ impl GuestArgs {
             );
         }
         let mut options = VmOptions::new(machine);
-        options.boot_timeout = self.boot_timeout.map(Duration::from_secs);
+        options.boot_timeout = self.boot_timeout;
         options.keep_dir = self.keep;
         options.auto_install = !self.no_install;
-        if self.boot_timeout == Some(0) {
-            bail!("--boot-timeout must be positive");
-        }
         Ok(Prepared {
             kernel,
             image,
             options,
         })
+    }
+}
+
+impl Prepared {
+    /// Boots a guest named `name` (QEMU's `-name`, the VM directory's key comment).
+    pub fn boot(&self, name: &str) -> Result<Vm> {
+        let mut opts = self.options.clone();
+        opts.name = name.to_string();
+        Vm::boot(&self.kernel, &self.image, &opts).context("booting the guest")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_guests_get_the_hung_task_timeout_on_the_command_line() {
+        let mut g = GuestConfig::new(Arch::X86_64);
+        g.cmdline = vec!["virtio_mem.force_bbm=1".into()];
+        g.memory = Some(2 << 30);
+        let m = g.program_machine().unwrap();
+        assert_eq!(m.memory, 2 << 30);
+        assert!(m.cmdline.iter().any(|c| c == "virtio_mem.force_bbm=1"));
+        assert!(m.kernel_cmdline().contains(&format!(
+            "sysctl.kernel.hung_task_timeout_secs={HUNG_TASK_TIMEOUT}"
+        )));
+        g.boot_timeout = Some(Duration::ZERO);
+        assert!(g.prepare().is_err());
     }
 }

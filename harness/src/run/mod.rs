@@ -6,4 +6,5 @@ pub mod bugzoo;
 pub mod guest;
 pub mod hostops;
 pub mod image;
+pub mod probe;
 pub mod runner;

@@ -1,17 +1,46 @@
-//! `hotfuzz run`, `hotfuzz gen` and `hotfuzz vm state`.
+//! `hotfuzz run`: boot a guest, run a program on it, print what happened.
 
-use crate::cli::{GenArgs, RunArgs, VmStateArgs};
-use anyhow::{Context, Result};
+use crate::cli::guest_flags::GuestArgs;
+use anyhow::Result;
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::file::read_program;
-use hotfuzz::program::gen::Generator;
-use hotfuzz::program::state::GuestState;
-use hotfuzz::run::image::program_guest;
 use hotfuzz::run::runner::{describe_outcome, RunOptions, Runner};
-use hotfuzz_vm::{MachineConfig, Vm};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
+
+/// Arguments of `hotfuzz run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Program file, or - for stdin.
+    pub prog: std::path::PathBuf,
+    /// Run it this many times on the same guest.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Limit for one run, in seconds (default: the sum of the operations' deadlines).
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Do not collect KCOV coverage.
+    #[arg(long)]
+    pub no_kcov: bool,
+    /// Write the run log here (default: run.log in the VM directory).
+    #[arg(long)]
+    pub run_log: Option<std::path::PathBuf>,
+    /// File reports into this report store (e.g. reports).
+    #[arg(long)]
+    pub store: Option<std::path::PathBuf>,
+    /// Seconds virtio-mem devices get to reach their requested size after the program.
+    #[arg(long, default_value_t = 10)]
+    pub settle: u64,
+    /// Load descriptions from this directory instead of the embedded ones.
+    #[arg(long)]
+    pub descriptions: Option<std::path::PathBuf>,
+    /// Print results as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub guest: GuestArgs,
+}
 
 /// The descriptions: a directory given on the command line, or the embedded ones.
 pub fn descriptions(dir: Option<&Path>) -> Result<Descriptions> {
@@ -25,8 +54,8 @@ pub fn descriptions(dir: Option<&Path>) -> Result<Descriptions> {
 pub fn run(a: RunArgs) -> Result<i32> {
     let d = descriptions(a.descriptions.as_deref())?;
     let prog = read_program(&a.prog, &d)?;
-    let p = a.guest.prepare(program_guest(a.guest.arch, true)?)?;
-    let mut vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
+    let p = a.guest.config()?.prepare()?;
+    let mut vm = p.boot("hotfuzz")?;
     let run_log = match &a.run_log {
         Some(p) => p.clone(),
         None => vm.dir().join("run.log"),
@@ -133,41 +162,4 @@ pub fn run(a: RunArgs) -> Result<i32> {
     eprintln!("run log:     {}", run_log.display());
     vm.poweroff(Duration::from_secs(30));
     Ok(if reported || lost { 1 } else { 0 })
-}
-
-/// `hotfuzz gen`.
-pub fn gen(a: GenArgs) -> Result<i32> {
-    let d = descriptions(a.descriptions.as_deref())?;
-    let st = match &a.state {
-        Some(f) => {
-            let text =
-                std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{}: not a guest state (see `hotfuzz vm state`)",
-                    f.display()
-                )
-            })?
-        }
-        None => GuestState::model(&MachineConfig::new(a.arch)),
-    };
-    for i in 0..a.count.max(1) {
-        let mut g = Generator::new(&d, &st, a.seed.wrapping_add(i));
-        let p = g.generate(a.len);
-        if i > 0 {
-            println!();
-        }
-        print!("{}", p.print(&d));
-    }
-    Ok(0)
-}
-
-/// `hotfuzz vm state`: boot, read the guest's memory state, print it as JSON.
-pub fn vm_state(a: VmStateArgs) -> Result<i32> {
-    let p = a.guest.prepare(program_guest(a.guest.arch, true)?)?;
-    let vm = Vm::boot(&p.kernel, &p.image, &p.options)?;
-    let st = GuestState::probe(&vm)?;
-    println!("{}", serde_json::to_string_pretty(&st)?);
-    vm.poweroff(Duration::from_secs(30));
-    Ok(0)
 }
