@@ -35,7 +35,7 @@ impl Ctx<'_> {
         let console: Vec<String> = r.console.iter().map(|l| l.text.clone()).collect();
         assert!(r.lost.is_none(), "{:?}\n{}", r.lost, console.join("\n"));
         assert!(
-            r.console_reports().is_empty(),
+            hotfuzz::judge::console_reports(&r).is_empty(),
             "splat while running\n{text}\n{}",
             console.join("\n")
         );

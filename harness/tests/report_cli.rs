@@ -118,7 +118,7 @@ fn list_shows_the_store() {
             origin: "test".into(),
             config_hash: None,
         },
-        profile: None,
+        guest: None,
         symbolized: None,
     };
     store.file(&r, &ev).unwrap();

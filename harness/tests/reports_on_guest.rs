@@ -54,7 +54,13 @@ fn bug_zoo_reports_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let run_log = dir.path().join("run.log");
     let store = Store::open(&dir.path().join("reports")).unwrap();
-    let kinfo = hotfuzz::judge::kernel_info(&kernel);
+    let kinfo = hotfuzz::store::kernel_info(&kernel);
+    let record = hotfuzz::store::GuestRecord::new(
+        vm.machine(),
+        Some("default"),
+        Some("warn_reonline"),
+        Some(vm.accel()),
+    );
     let mut runner = Runner::new(&vm, &run_log).unwrap();
     let opts = RunOptions {
         kcov: false,
@@ -83,7 +89,8 @@ fn bug_zoo_reports_end_to_end() {
     assert!(rip.ends_with(&want), "{rip} (wanted {want})");
 
     // Filed with its evidence, then deduplicated.
-    let filed = hotfuzz::judge::file(&store, &reports, &r, &vm, &run_log, &kinfo).unwrap();
+    let filed =
+        hotfuzz::store::file_run(&store, &reports, &r, &vm, &run_log, &kinfo, &record).unwrap();
     assert!(filed[0].new);
     let rd = &filed[0].dir;
     let meta = std::fs::read_to_string(rd.join("meta.yaml")).unwrap();
@@ -93,6 +100,11 @@ fn bug_zoo_reports_end_to_end() {
     );
     assert!(meta.contains(&kinfo.release), "{meta}");
     assert!(meta.contains("count: 1"), "{meta}");
+    let stored = &store.list().unwrap()[0].meta;
+    let g = stored.guest.as_ref().unwrap();
+    assert_eq!(g.profile.as_deref(), Some("default"));
+    assert_eq!(g.bugzoo.as_deref(), Some("warn_reonline"));
+    assert!(g.cmdline.contains("console=ttyS0"), "{g:?}");
     assert!(std::fs::read_to_string(rd.join("excerpt.log"))
         .unwrap()
         .contains("WARNING: CPU"));
@@ -110,7 +122,8 @@ fn bug_zoo_reports_end_to_end() {
     let r2 = runner.run(&d, &p2, &opts).unwrap();
     let reports2 = hotfuzz::judge::reports(&vm, &p2, &r2, Duration::from_secs(10));
     assert_eq!(reports2.len(), 1, "{reports2:#?}");
-    let filed2 = hotfuzz::judge::file(&store, &reports2, &r2, &vm, &run_log, &kinfo).unwrap();
+    let filed2 =
+        hotfuzz::store::file_run(&store, &reports2, &r2, &vm, &run_log, &kinfo, &record).unwrap();
     assert!(!filed2[0].new);
     assert_eq!(filed2[0].dir, *rd);
     assert_eq!(store.list().unwrap()[0].meta.count, 2);
@@ -171,4 +184,8 @@ fn bug_zoo_reports_end_to_end() {
         [ReportType::QemuExited],
         "{reports4:#?}"
     );
+    // Judged, a QEMU that dies without a kernel report says nothing about the kernel.
+    let verdict = hotfuzz::judge::judge(&vm, &p4, &r4, Duration::from_secs(1));
+    assert!(verdict.reports.is_empty(), "{:#?}", verdict.reports);
+    assert!(verdict.infra.unwrap().contains("QEMU exited"));
 }

@@ -3,7 +3,7 @@
 use crate::cli::guest_flags::GuestArgs;
 use anyhow::Result;
 use hotfuzz::program::desc::Descriptions;
-use hotfuzz::program::file::read_program;
+use hotfuzz::program::text::read_program;
 use hotfuzz::run::runner::{describe_outcome, RunOptions, Runner};
 use serde_json::json;
 use std::path::Path;
@@ -66,7 +66,13 @@ pub fn run(a: RunArgs) -> Result<i32> {
         Some(dir) => Some(hotfuzz::store::Store::open(dir)?),
         None => None,
     };
-    let kinfo = hotfuzz::judge::kernel_info(&p.kernel);
+    let kinfo = hotfuzz::store::kernel_info(&p.kernel);
+    let record = hotfuzz::store::GuestRecord::new(
+        vm.machine(),
+        None,
+        a.guest.bugzoo.as_deref(),
+        Some(vm.accel()),
+    );
     let mut json_runs = Vec::new();
     {
         let mut runner = Runner::new(&vm, &run_log)?;
@@ -77,10 +83,17 @@ pub fn run(a: RunArgs) -> Result<i32> {
         };
         for rep in 0..a.repeat.max(1) {
             let r = runner.run(&d, &prog, &opts)?;
-            let reports = hotfuzz::judge::reports(&vm, &prog, &r, Duration::from_secs(a.settle));
+            let verdict = hotfuzz::judge::judge(&vm, &prog, &r, Duration::from_secs(a.settle));
+            if let Some(why) = &verdict.infra {
+                eprintln!("hotfuzz: the run says nothing about the kernel: {why}");
+                lost = true;
+            }
+            let reports = verdict.reports;
             reported |= !reports.is_empty();
             if let Some(store) = &store {
-                for f in hotfuzz::judge::file(store, &reports, &r, &vm, &run_log, &kinfo)? {
+                for f in
+                    hotfuzz::store::file_run(store, &reports, &r, &vm, &run_log, &kinfo, &record)?
+                {
                     eprintln!(
                         "hotfuzz: {} report {}",
                         if f.new { "new" } else { "known" },

@@ -52,7 +52,7 @@ pub fn template(line: &str) -> String {
 
 /// Whether a console line is hotfuzz's own (markers, init messages), not the kernel's.
 fn is_ours(text: &str) -> bool {
-    text.contains("hotfuzz: executing program") || text.starts_with("hotfuzz-init")
+    text.contains(hotfuzz_executor::protocol::MARKER_PREFIX) || text.starts_with("hotfuzz-init")
 }
 
 /// AFL-style buckets of a count: 1, 2, 3, 4-7, 8-15, ...

@@ -13,7 +13,7 @@ use super::target::{Execution, Found, Target, TargetCounters};
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
 use crate::program::state::GuestState;
-use crate::report::{Report, ReportType};
+use crate::report::Report;
 use crate::run::guest::GuestConfig;
 use crate::run::runner::{RunOptions, Runner};
 use crate::store::{KernelInfo, Store};
@@ -73,7 +73,7 @@ struct Running {
     // Declared first: dropped before the guest it has a session with.
     runner: Runner<Arc<Vm>>,
     vm: Arc<Vm>,
-    profile: String,
+    record: crate::store::GuestRecord,
     programs: u64,
     run_log: PathBuf,
 }
@@ -143,7 +143,7 @@ impl GuestTarget {
             t.elapsed()
         );
         if self.kinfo.is_none() {
-            self.kinfo = Some(crate::judge::kernel_info(&p.kernel));
+            self.kinfo = Some(crate::store::kernel_info(&p.kernel));
         }
         // One run log per boot (the store copies it into reports); the last few are kept.
         let run_log = self
@@ -152,10 +152,16 @@ impl GuestTarget {
             .join(format!("run-{:06}.log", self.counters.boots));
         self.prune_logs();
         let runner = Runner::new(vm.clone(), &run_log)?;
+        let record = crate::store::GuestRecord::new(
+            vm.machine(),
+            Some(&profile.name),
+            self.setup.base.bugzoo.as_deref(),
+            Some(vm.accel()),
+        );
         self.running = Some(Running {
             runner,
             vm,
-            profile: profile.name,
+            record,
             programs: 0,
             run_log,
         });
@@ -258,17 +264,12 @@ impl GuestTarget {
             return Ok(Err("stopping".into()));
         }
         let vm = self.running.as_ref().expect("booted").vm.clone();
-        let reports = crate::judge::judge(&vm, prog, &run, self.setup.settle);
-        let kernel_says = |rs: &[Report]| rs.iter().any(|r| !is_oracle(r.kind));
-        if reports.iter().all(|r| r.kind == ReportType::QemuExited) && !reports.is_empty() {
-            // QEMU died and the kernel said nothing: killed from outside or QEMU's own crash.
-            let why = format!(
-                "QEMU exited without a kernel report ({})",
-                vm.exit_status().map(|s| s.to_string()).unwrap_or_default()
-            );
+        let verdict = crate::judge::judge(&vm, prog, &run, self.setup.settle);
+        if let Some(why) = verdict.infra {
             self.restart();
             return Ok(Err(why));
         }
+        let reports = verdict.reports;
         let mut ex = Execution {
             features: features::features(prog, &run),
             cover: run.cover.values().flatten().copied().collect(),
@@ -286,15 +287,14 @@ impl GuestTarget {
         if !filed.is_empty() {
             let r = self.running.as_ref().expect("booted");
             let kinfo = self.kinfo.clone().unwrap_or_default();
-            let stored = crate::judge::file_with_profile(
+            let stored = crate::store::file_run(
                 &self.store,
                 &filed,
                 &run,
                 &r.vm,
                 &r.run_log,
                 &kinfo,
-                Some(&r.profile),
-                self.setup.base.bugzoo.as_deref(),
+                &r.record,
             )?;
             for (rep, f) in filed.iter().zip(stored) {
                 ex.reports.push(Found {
@@ -306,7 +306,7 @@ impl GuestTarget {
             }
         }
         let r = self.running.as_ref().expect("booted");
-        if !vm.is_alive() && run.lost.is_none() && !kernel_says(&filed) {
+        if !vm.is_alive() && run.lost.is_none() && !crate::judge::kernel_says(&filed) {
             // The program finished; QEMU died afterwards (while its reports were gathered).
             self.counters.infra_errors += 1;
             tracing::warn!(
@@ -326,8 +326,6 @@ impl GuestTarget {
         Ok(Ok(ex))
     }
 }
-
-pub use crate::judge::is_oracle;
 
 impl Target for GuestTarget {
     fn execute(&mut self, prog: &Program) -> Result<Execution> {

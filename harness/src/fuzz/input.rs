@@ -38,7 +38,7 @@ impl ProgInput {
     }
 
     /// Parses program text (errors name line and column).
-    pub fn parse(text: &str) -> Result<ProgInput, crate::program::prog::ParseError> {
+    pub fn parse(text: &str) -> Result<ProgInput, crate::program::text::ParseError> {
         Program::parse(text, &descriptions()).map(ProgInput::new)
     }
 

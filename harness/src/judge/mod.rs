@@ -1,26 +1,46 @@
-//! After a program ran: the reports its console output contains, the harness's own oracles,
-//! and filing them into the report store with the evidence a developer needs.
+//! Judging a run: the kernel reports its console output contains, the harness's own oracles
+//! (stuck operation, lost guest, silence, virtio-mem not settling), and whether the run says
+//! anything about the kernel at all. [`judge`] is the one place these rules live; the fuzzer,
+//! the reproducer and `hotfuzz run` all use it, so they cannot judge the same run differently.
 
-use crate::program::prog::Program;
 pub mod oracle;
 pub mod symbolize;
 
 use self::oracle::GuestCheck;
+use crate::program::prog::Program;
 use crate::report::{Report, ReportType};
+use crate::run::guest::HUNG_TASK_TIMEOUT;
 use crate::run::runner::RunResult;
-use crate::store::{programs_from_run_log, Evidence, Filed, KernelInfo, Store};
-use anyhow::Result;
-use hotfuzz_vm::{Kernel, Vm};
-use std::path::Path;
+use hotfuzz_vm::console::ConsoleLine;
+use hotfuzz_vm::Vm;
 use std::time::{Duration, Instant};
 
-/// Programs of the run log kept as evidence (the last ones before a report).
-pub const HISTORY: usize = 5;
+/// What a run means.
+#[derive(Debug, Clone, Default)]
+pub struct Verdict {
+    /// The reports to file: kernel reports, and the harness's own where no kernel report
+    /// explains them.
+    pub reports: Vec<Report>,
+    /// Set when the run says nothing about the kernel (QEMU died without a kernel report:
+    /// killed from outside, or QEMU's own crash). Then `reports` is empty.
+    pub infra: Option<String>,
+}
 
-/// The reports a run produced: console reports first, then harness oracles. `settle` is how
-/// long virtio-mem devices get to reach their requested size before that counts as a bug.
+/// The kernel reports in a run's console output.
+pub fn console_reports(run: &RunResult) -> Vec<Report> {
+    let text: String = run
+        .console
+        .iter()
+        .map(|l| format!("{}\n", l.text))
+        .collect();
+    crate::report::parse(&text)
+}
+
+/// Every report a run produced before judging: console reports first, then harness oracles.
+/// `settle` is how long virtio-mem devices get to reach their requested size before that
+/// counts as a bug.
 pub fn reports(vm: &Vm, prog: &Program, r: &RunResult, settle: Duration) -> Vec<Report> {
-    let console = r.console_reports();
+    let console = console_reports(r);
     let check = GuestCheck::probe(vm, settle);
     let mut all = console.clone();
     all.extend(oracle::check(prog, r, &check, &console));
@@ -40,13 +60,19 @@ pub fn is_oracle(k: ReportType) -> bool {
     )
 }
 
-/// [`reports`], judged the way the fuzzer and the reproducer judge a run: a stuck operation
-/// waits for the hung task detector (whose report names the function; the guest's
-/// `hung_task_timeout_secs` should be [`HUNG_TASK_TIMEOUT`]), and a kernel report replaces
-/// the harness's own stuck/lost/silent reports it explains.
-pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Vec<Report> {
+/// Whether any report came from the kernel.
+pub fn kernel_says(reports: &[Report]) -> bool {
+    reports.iter().any(|r| !is_oracle(r.kind))
+}
+
+/// Judges a run: [`reports`], then
+/// - a stuck operation waits for the hung task detector (its report names the function; the
+///   guest's timeout is [`HUNG_TASK_TIMEOUT`]);
+/// - a kernel report replaces the harness's stuck/lost/silent reports it explains;
+/// - QEMU exiting with no kernel report is an infrastructure failure, whatever else the
+///   harness saw: the rest (a lost connection, operations without results) follows from it.
+pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Verdict {
     let mut reports = reports(vm, prog, run, settle);
-    let kernel_says = |rs: &[Report]| rs.iter().any(|r| !is_oracle(r.kind));
     if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
         let mark = run.console.first().map(|l| l.index).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
@@ -58,6 +84,21 @@ pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Vec<
         later.console = vm.console().lines_since(mark);
         reports = self::reports(vm, prog, &later, Duration::ZERO);
     }
+    decide(
+        reports,
+        vm.exit_status().map(|s| s.to_string()).unwrap_or_default(),
+    )
+}
+
+/// The pure part of [`judge`]: what the reports of a run add up to. `qemu_exit` describes
+/// QEMU's exit status, for the infrastructure failure's message.
+pub fn decide(mut reports: Vec<Report>, qemu_exit: String) -> Verdict {
+    if reports.iter().any(|r| r.kind == ReportType::QemuExited) && !kernel_says(&reports) {
+        return Verdict {
+            reports: Vec::new(),
+            infra: Some(format!("QEMU exited without a kernel report ({qemu_exit})")),
+        };
+    }
     if kernel_says(&reports) {
         reports.retain(|r| {
             !matches!(
@@ -66,113 +107,66 @@ pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Vec<
             )
         });
     }
-    reports
-}
-
-/// The hung task detector's timeout set in guests that run programs (Debian's 120 s is longer
-/// than an operation deadline by far; a stuck operation should get the kernel's own report).
-pub const HUNG_TASK_TIMEOUT: u64 = 10;
-
-/// What the kernel is, for reports.
-pub fn kernel_info(k: &Kernel) -> KernelInfo {
-    KernelInfo {
-        release: k.release.clone().unwrap_or_default(),
-        origin: k.origin.clone(),
-        config_hash: k
-            .config
-            .as_ref()
-            .and_then(|c| std::fs::read(c).ok())
-            .map(|d| blake3::hash(&d).to_hex()[..16].to_string()),
+    Verdict {
+        reports,
+        infra: None,
     }
 }
 
-/// Files every report of a run into `store`, with the console excerpt, the full console log,
-/// the run log and the programs that ran before it.
-pub fn file(
-    store: &Store,
-    reports: &[Report],
-    r: &RunResult,
-    vm: &Vm,
-    run_log: &Path,
-    kernel: &KernelInfo,
-) -> Result<Vec<Filed>> {
-    file_with_profile(store, reports, r, vm, run_log, kernel, None, None)
-}
-
-/// [`file`], recording the name of the fuzzing profile the guest was booted with and the bug
-/// zoo bugs armed in it (a reproducer needs both).
-#[allow(clippy::too_many_arguments)]
-pub fn file_with_profile(
-    store: &Store,
-    reports: &[Report],
-    r: &RunResult,
-    vm: &Vm,
-    run_log: &Path,
-    kernel: &KernelInfo,
-    profile_name: Option<&str>,
-    bugzoo: Option<&str>,
-) -> Result<Vec<Filed>> {
-    let programs = std::fs::read_to_string(run_log)
-        .map(|t| programs_from_run_log(&t))
-        .unwrap_or_default();
-    let history: Vec<String> = programs
-        .iter()
-        .skip(programs.len().saturating_sub(HISTORY))
-        .cloned()
-        .collect();
-    let profile = format!(
-        "{}{}cmdline: {}\nmachine: {} cpus, {} MiB, {} nodes, virtio-mem {:?}, accel {:?}",
-        profile_name
-            .map(|n| format!("profile: {n}\n"))
-            .unwrap_or_default(),
-        bugzoo.map(|b| format!("bugzoo: {b}\n")).unwrap_or_default(),
-        vm.machine().kernel_cmdline(),
-        vm.machine().cpus,
-        vm.machine().memory >> 20,
-        vm.machine().numa_nodes.max(1),
-        vm.machine()
-            .virtio_mem
-            .iter()
-            .map(|d| format!(
-                "{}:{}M/{}",
-                d.id,
-                d.size >> 20,
-                d.block_size
-                    .map(|b| format!("{}K", b >> 10))
-                    .unwrap_or_else(|| "default".into())
-            ))
-            .collect::<Vec<_>>(),
-        vm.accel()
-    );
-    let mut filed = Vec::new();
-    for rep in reports {
-        let excerpt = excerpt(r, rep);
-        let ev = Evidence {
-            console_log: Some(vm.console_log()),
-            excerpt,
-            programs: history.clone(),
-            run_log: Some(run_log.to_path_buf()),
-            kernel: kernel.clone(),
-            profile: Some(profile.clone()),
-            symbolized: None,
-        };
-        filed.push(store.file(rep, &ev)?);
-    }
-    Ok(filed)
-}
-
-/// The console lines of a report plus 30 before it, with host timestamps.
-fn excerpt(r: &RunResult, rep: &Report) -> String {
+/// Console lines shown with a report: from 30 lines before it to 5 after, with host
+/// timestamps.
+pub fn excerpt(console: &[ConsoleLine], rep: &Report) -> String {
     let lo = rep.start_line.saturating_sub(30);
-    let hi = if rep.end_line >= rep.start_line && !r.console.is_empty() {
-        rep.end_line + 1
+    let hi = if rep.end_line >= rep.start_line && !console.is_empty() {
+        rep.end_line + 6
     } else {
-        r.console.len()
+        console.len()
     };
-    r.console
+    console
+        .get(lo.min(console.len())..hi.min(console.len()))
+        .unwrap_or_default()
         .iter()
-        .enumerate()
-        .filter(|(i, _)| *i >= lo && *i < hi.min(r.console.len()))
-        .map(|(_, l)| format!("{} {}\n", hotfuzz_vm::console::format_time(l.time), l.text))
+        .map(|l| format!("{} {}\n", hotfuzz_vm::console::format_time(l.time), l.text))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rep(kind: ReportType, title: &str) -> Report {
+        let mut r = crate::report::parse("[ 1.0] Kernel panic - not syncing: x\n").remove(0);
+        r.kind = kind;
+        r.title = title.into();
+        r
+    }
+
+    #[test]
+    fn qemu_dying_without_a_kernel_report_is_infrastructure() {
+        // Whatever else the harness saw: QEMU's death explains it.
+        let v = decide(
+            vec![
+                rep(ReportType::QemuExited, "qemu exited unexpectedly"),
+                rep(ReportType::StuckOp, "hang: sleep_ms did not return"),
+            ],
+            "signal: 9".into(),
+        );
+        assert!(v.reports.is_empty());
+        assert!(v.infra.unwrap().contains("signal: 9"));
+        // With a kernel report it is a finding, and the harness's explained reports go.
+        let v = decide(
+            vec![
+                rep(ReportType::Warning, "WARNING in f"),
+                rep(ReportType::StuckOp, "hang: x did not return"),
+                rep(ReportType::QemuExited, "qemu exited unexpectedly"),
+            ],
+            String::new(),
+        );
+        assert!(v.infra.is_none());
+        let titles: Vec<&str> = v.reports.iter().map(|r| r.title.as_str()).collect();
+        assert_eq!(titles, ["WARNING in f", "qemu exited unexpectedly"]);
+        // A stuck operation alone stays.
+        let v = decide(vec![rep(ReportType::StuckOp, "hang")], String::new());
+        assert_eq!(v.reports.len(), 1);
+    }
 }

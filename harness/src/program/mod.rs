@@ -3,8 +3,8 @@
 //! guest.
 
 pub mod desc;
-pub mod file;
 pub mod gen;
 pub mod mutate;
 pub mod prog;
 pub mod state;
+pub mod text;

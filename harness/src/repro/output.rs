@@ -169,16 +169,12 @@ fn file_new(ctx: &Context, rep: &Report, m: &Minimized, crash: &CrashFiles) -> R
             .unwrap_or_default(),
         programs: ctx.src.history.iter().map(|p| p.print(ctx.d)).collect(),
         run_log: Some(run_log),
-        kernel: crate::judge::kernel_info(&ctx.prepared.kernel),
-        profile: Some(format!(
-            "profile: {}\n{}cmdline: {}\n",
-            ctx.profile,
-            ctx.args
-                .bugzoo
-                .as_deref()
-                .map(|b| format!("bugzoo: {b}\n"))
-                .unwrap_or_default(),
-            ctx.prepared.options.machine.kernel_cmdline()
+        kernel: crate::store::kernel_info(&ctx.prepared.kernel),
+        guest: Some(crate::store::GuestRecord::new(
+            &ctx.prepared.options.machine,
+            Some(ctx.profile),
+            ctx.args.bugzoo.as_deref(),
+            crash.accel,
         )),
         symbolized: None,
     };

@@ -7,15 +7,14 @@
 //! kernel report is an infrastructure failure, not a run.
 
 use super::minimize::{Candidate, Evidence, Oracle, RunOutcome};
-use crate::judge::{is_oracle, judge, HUNG_TASK_TIMEOUT};
+use crate::judge::{is_oracle, judge};
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
 use crate::report::{Report, ReportType};
 use crate::run::guest::Prepared;
 use crate::run::runner::{RunOptions, RunResult, Runner};
 use anyhow::Result;
-use hotfuzz_executor::protocol::Outcome;
-use hotfuzz_vm::Vm;
+use hotfuzz_executor::protocol::{parse_kmsg_marker, Outcome};
 use regex::Regex;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -177,19 +176,10 @@ fn run_one(
     if hotfuzz_vm::process::stop_requested() {
         return RunOutcome::Infra("stopping".into());
     }
-    let p = &setup.prepared;
-    let mut opts = p.options.clone();
-    opts.name = format!("hotfuzz-repro{slot}");
-    let vm = match Vm::boot(&p.kernel, &p.image, &opts) {
+    let vm = match setup.prepared.boot(&format!("hotfuzz-repro{slot}")) {
         Ok(vm) => Arc::new(vm),
-        Err(e) => return RunOutcome::Infra(format!("the guest did not boot: {e}")),
+        Err(e) => return RunOutcome::Infra(format!("the guest did not boot: {e:#}")),
     };
-    if let Err(e) = vm.run(&format!(
-        "echo {HUNG_TASK_TIMEOUT} > /proc/sys/kernel/hung_task_timeout_secs"
-    )) {
-        vm.kill();
-        return RunOutcome::Infra(format!("setting up the guest: {e}"));
-    }
     let run_log = setup.log_dir.join(format!("run-{id:04}.log"));
     let mut runner = match Runner::new(vm.clone(), &run_log) {
         Ok(r) => r,
@@ -218,7 +208,12 @@ fn run_one(
                 break;
             }
         };
-        let reports = judge(&vm, prog, &run, setup.settle);
+        let verdict = judge(&vm, prog, &run, setup.settle);
+        if let Some(why) = verdict.infra {
+            outcome = RunOutcome::Infra(why);
+            break;
+        }
+        let reports = verdict.reports;
         let hit = {
             let mut t = lock(target);
             if t.titles.is_empty() {
@@ -239,7 +234,7 @@ fn run_one(
             let ev = Evidence {
                 title: rep.title.clone(),
                 report: rep.text.clone(),
-                console: excerpt(&run, &rep),
+                console: crate::judge::excerpt(&run.console, &rep),
                 started,
                 ok,
                 crash_op: crash.map(|c| base + c),
@@ -254,12 +249,6 @@ fn run_one(
             };
             let _ = std::fs::remove_file(&run_log);
             return RunOutcome::Crashed(Box::new(ev));
-        }
-        if reports.iter().any(|r| {
-            r.kind == ReportType::QemuExited && !reports.iter().any(|x| !is_oracle(x.kind))
-        }) {
-            outcome = RunOutcome::Infra("QEMU exited without a kernel report".into());
-            break;
         }
         if !vm.is_alive() || run.lost.is_some() {
             // Another bug (or a lost guest) ended the run: the rest cannot run.
@@ -310,7 +299,10 @@ fn op_facts(
     let mut started = vec![false; n];
     let mut crash = None;
     for l in run.console.iter().take(rep.start_line) {
-        if let Some(i) = marker_op(&l.text, &run.program_id) {
+        if let Some(i) = parse_kmsg_marker(&l.text)
+            .filter(|m| m.program == run.program_id)
+            .map(|m| m.op)
+        {
             if i < n {
                 started[i] = true;
                 crash = Some(i);
@@ -322,35 +314,4 @@ fn op_facts(
         return (Vec::new(), ok, None);
     }
     (started, ok, crash)
-}
-
-/// `hotfuzz: executing program ID op N (thread T): name` → N.
-fn marker_op(line: &str, id: &str) -> Option<usize> {
-    let rest = line.split("hotfuzz: executing program ").nth(1)?;
-    let rest = rest.strip_prefix(id)?.strip_prefix(" op ")?;
-    rest.split(' ').next()?.parse().ok()
-}
-
-fn excerpt(run: &RunResult, rep: &Report) -> String {
-    let from = rep.start_line.saturating_sub(20);
-    let to = (rep.end_line + 5).min(run.console.len());
-    run.console
-        .get(from..to)
-        .unwrap_or_default()
-        .iter()
-        .map(|l| format!("{}\n", l.text))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn markers_name_their_operation() {
-        let l = "[   12.5] hotfuzz: executing program 0123abcd op 14 (thread 1): memblock_state";
-        assert_eq!(marker_op(l, "0123abcd"), Some(14));
-        assert_eq!(marker_op(l, "ffff"), None);
-        assert_eq!(marker_op("[ 1.0] something else", "0123abcd"), None);
-    }
 }

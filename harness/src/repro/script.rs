@@ -821,7 +821,7 @@ fn data(s: &mut String, inp: &ScriptInput, plan: &Plan, facts: &MachineFacts) {
     let _ = writeln!(s, "READY_MARKER={}", sq(hotfuzz_vm::guest::READY_MARKER));
     let _ = writeln!(s, "BUDGET_S={}", budget_ms(inp).div_ceil(1000));
     let _ = writeln!(s, "SSH_GRACE={SSH_GRACE_S}");
-    let hung = crate::judge::HUNG_TASK_TIMEOUT;
+    let hung = crate::run::guest::HUNG_TASK_TIMEOUT;
     s.push_str("# As in hotfuzz: the hung task detector reports after this many seconds, and when an\n# operation was stuck the script waits up to STUCK_SETTLE s for a report.\n");
     let _ = writeln!(s, "HUNG_TASK_TIMEOUT={hung}");
     let _ = writeln!(s, "STUCK_SETTLE={}\n", 3 * hung + 5);

@@ -4,7 +4,8 @@
 
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
-use crate::store::{programs_from_run_log, Meta};
+use crate::run::runlog::program_texts;
+use crate::store::Meta;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
 
@@ -21,15 +22,6 @@ pub struct Source {
     pub bugzoo: Option<String>,
     /// The report directory, when the source is one.
     pub report_dir: Option<PathBuf>,
-}
-
-/// `name: value` lines of the profile text kept in `meta.yaml`.
-fn profile_field(profile: &str, key: &str) -> Option<String> {
-    profile.lines().find_map(|l| {
-        l.strip_prefix(key)
-            .and_then(|r| r.strip_prefix(": "))
-            .map(|v| v.trim().to_string())
-    })
 }
 
 /// Splits `programs.prog` (programs headed by `# program I of N` lines) and parses each,
@@ -67,7 +59,7 @@ impl Source {
         let logs_programs = text.contains(" executing program ");
         let reports = crate::report::parse(&text);
         if run_log.is_none() && !logs_programs && reports.is_empty() {
-            let p = crate::program::file::read_program(path, d)?;
+            let p = crate::program::text::read_program(path, d)?;
             return Ok(Source {
                 history: vec![p],
                 ..Source::default()
@@ -87,7 +79,7 @@ impl Source {
             None => (text.clone(), path.to_path_buf()),
         };
         let mut history = Vec::new();
-        for (i, t) in programs_from_run_log(&log_text).iter().enumerate() {
+        for (i, t) in program_texts(&log_text).iter().enumerate() {
             history.push(Program::parse(t, d).map_err(|e| {
                 anyhow!(
                     "{}: program {} of the run log, line {}: {}",
@@ -110,16 +102,12 @@ impl Source {
             let running = text
                 .lines()
                 .take(rep.start_line)
-                .filter_map(|l| l.split("hotfuzz: executing program ").nth(1))
-                .filter_map(|r| r.split(' ').next())
+                .filter_map(hotfuzz_executor::protocol::parse_kmsg_marker)
+                .map(|m| m.program)
                 .last();
             if let Some(i) = running.and_then(|id| history.iter().rposition(|p| p.id(d) == id)) {
                 history.truncate(i + 1);
             }
-        }
-        let keep = crate::judge::HISTORY;
-        if history.len() > keep {
-            history.drain(..history.len() - keep);
         }
         Ok(Source {
             titles,
@@ -147,7 +135,7 @@ impl Source {
                 let t = std::fs::read_to_string(&rl).with_context(|| {
                     format!("{}: neither programs.prog nor run.log", dir.display())
                 })?;
-                programs_from_run_log(&t)
+                program_texts(&t)
                     .iter()
                     .filter_map(|t| Program::parse(t, d).ok())
                     .collect()
@@ -156,14 +144,13 @@ impl Source {
         if history.is_empty() {
             bail!("{}: the report has no programs to replay", dir.display());
         }
-        let profile = meta.profile.as_deref();
         Ok(Source {
             titles: std::iter::once(meta.title.clone())
                 .chain(meta.alt_titles.iter().cloned())
                 .collect(),
             history,
-            profile: profile.and_then(|p| profile_field(p, "profile")),
-            bugzoo: profile.and_then(|p| profile_field(p, "bugzoo")),
+            profile: meta.guest.as_ref().and_then(|g| g.profile.clone()),
+            bugzoo: meta.guest.as_ref().and_then(|g| g.bugzoo.clone()),
             report_dir: Some(dir.to_path_buf()),
         })
     }
@@ -184,10 +171,28 @@ mod tests {
     }
 
     #[test]
-    fn profile_fields() {
-        let p = "profile: bbm\nbugzoo: warn_reonline\ncmdline: console=ttyS0\n";
-        assert_eq!(profile_field(p, "profile").as_deref(), Some("bbm"));
-        assert_eq!(profile_field(p, "bugzoo").as_deref(), Some("warn_reonline"));
-        assert_eq!(profile_field(p, "memory"), None);
+    fn a_report_directory_gives_its_guest() {
+        let d = Descriptions::embedded();
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let mut rep = crate::report::parse("[ 1.0] Kernel panic - not syncing: x\n").remove(0);
+        rep.title = "WARNING in f".into();
+        let machine = hotfuzz_vm::MachineConfig::new(hotfuzz_vm::Arch::X86_64);
+        let ev = crate::store::Evidence {
+            programs: vec!["yield()\n".into(), "sleep_ms(ms=0x1)\n".into()],
+            guest: Some(crate::store::GuestRecord::new(
+                &machine,
+                Some("bbm"),
+                Some("warn_reonline"),
+                None,
+            )),
+            ..Default::default()
+        };
+        let f = store.file(&rep, &ev).unwrap();
+        let s = Source::load(&f.dir, None, &d).unwrap();
+        assert_eq!(s.profile.as_deref(), Some("bbm"));
+        assert_eq!(s.bugzoo.as_deref(), Some("warn_reonline"));
+        assert_eq!(s.history.len(), 2);
+        assert_eq!(s.titles, ["WARNING in f"]);
     }
 }

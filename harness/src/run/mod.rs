@@ -7,4 +7,5 @@ pub mod guest;
 pub mod hostops;
 pub mod image;
 pub mod probe;
+pub mod runlog;
 pub mod runner;

@@ -6,15 +6,14 @@
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
 use crate::run::hostops::HostOps;
+pub use crate::run::runlog::RunLog;
 use anyhow::{Context, Result};
 use hotfuzz_executor::protocol::{BlockSnapshot, Event, HostReply, Outcome};
-use hotfuzz_vm::console::{format_time, ConsoleLine};
+use hotfuzz_vm::console::ConsoleLine;
 use hotfuzz_vm::ssh::Ssh;
 use hotfuzz_vm::Vm;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -85,17 +84,6 @@ pub struct RunResult {
 }
 
 impl RunResult {
-    /// The kernel reports in the console output of the run (see [`crate::report`]; the
-    /// harness's own oracles are [`crate::judge::reports`]).
-    pub fn console_reports(&self) -> Vec<crate::report::Report> {
-        let text: String = self
-            .console
-            .iter()
-            .map(|l| format!("{}\n", l.text))
-            .collect();
-        crate::report::parse(&text)
-    }
-
     /// Operations this kernel could not run.
     pub fn unsupported(&self, prog: &Program) -> BTreeSet<String> {
         self.ops
@@ -117,46 +105,6 @@ impl RunResult {
             *m.entry(k).or_insert(0) += 1;
         }
         m
-    }
-}
-
-/// An append-only log of program runs with host timestamps.
-pub struct RunLog {
-    w: BufWriter<File>,
-    path: PathBuf,
-}
-
-impl RunLog {
-    /// Opens (appends to) `path`.
-    pub fn open(path: &Path) -> Result<RunLog> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("opening run log {}", path.display()))?;
-        Ok(RunLog {
-            w: BufWriter::new(f),
-            path: path.to_path_buf(),
-        })
-    }
-
-    /// Where the log is.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Writes one timestamped line (and flushes, so a crash loses nothing).
-    pub fn line(&mut self, text: &str) {
-        let _ = writeln!(self.w, "{} {text}", format_time(SystemTime::now()));
-        let _ = self.w.flush();
-    }
-
-    /// Writes indented lines without a timestamp (program text).
-    pub fn block(&mut self, text: &str) {
-        for l in text.lines() {
-            let _ = writeln!(self.w, "    {l}");
-        }
-        let _ = self.w.flush();
     }
 }
 
@@ -256,12 +204,8 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
         let mark = self.vm.console().mark();
         let started = SystemTime::now();
         let t0 = Instant::now();
-        self.log.line(&format!(
-            "executing program {id}: {} ops, {} threads",
-            prog.ops.len(),
-            prog.threads()
-        ));
-        self.log.block(&prog.print(d));
+        self.log
+            .program(&id, prog.ops.len(), prog.threads(), &prog.print(d));
         let mut ops: Vec<OpResult> = (0..prog.ops.len())
             .map(|i| OpResult {
                 index: i,

@@ -11,6 +11,10 @@
 //!   run.log          the run log of the first occurrence
 //! ```
 
+pub mod file;
+
+pub use file::{file_run, kernel_info, GuestRecord};
+
 use crate::report::{Report, ReportType};
 use anyhow::{Context, Result};
 use hotfuzz_vm::cache::{atomic_write, FileLock};
@@ -49,9 +53,9 @@ pub struct Meta {
     pub corrupted: Option<String>,
     /// Kernel of the first occurrence.
     pub kernel: KernelInfo,
-    /// Guest profile of the first occurrence (cmdline and machine), if known.
+    /// The guest of the first occurrence (profile, bug zoo, command line, machine), if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
+    pub guest: Option<GuestRecord>,
     /// First seen (RFC 3339).
     pub first_seen: String,
     /// Last seen (RFC 3339).
@@ -76,8 +80,8 @@ pub struct Evidence {
     pub run_log: Option<PathBuf>,
     /// The kernel.
     pub kernel: KernelInfo,
-    /// Guest profile.
-    pub profile: Option<String>,
+    /// The guest it happened on.
+    pub guest: Option<GuestRecord>,
     /// The report text with file:line added, if symbolized.
     pub symbolized: Option<String>,
 }
@@ -213,7 +217,7 @@ impl Store {
             frame: r.frame.clone(),
             corrupted: r.corrupted.clone(),
             kernel: ev.kernel.clone(),
-            profile: ev.profile.clone(),
+            guest: ev.guest.clone(),
             first_seen: t.clone(),
             last_seen: t,
             count: 1,
@@ -262,31 +266,6 @@ fn write_evidence(dir: &Path, r: &Report, ev: &Evidence) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Programs in a run log (`executing program ID:` followed by indented lines), oldest first.
-pub fn programs_from_run_log(text: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for l in text.lines() {
-        if l.contains(" executing program ") {
-            if let Some(p) = cur.take() {
-                out.push(p);
-            }
-            cur = Some(String::new());
-        } else if let Some(p) = cur.as_mut() {
-            if let Some(op) = l.strip_prefix("    ") {
-                p.push_str(op);
-                p.push('\n');
-            } else if !p.is_empty() {
-                out.push(cur.take().unwrap_or_default());
-            }
-        }
-    }
-    if let Some(p) = cur.filter(|p| !p.is_empty()) {
-        out.push(p);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -363,17 +342,5 @@ mod tests {
         std::fs::create_dir(d.path().join("junk")).unwrap();
         std::fs::write(d.path().join("junk/meta.yaml"), "title: [unclosed").unwrap();
         assert_eq!(s.list().unwrap().len(), 1);
-    }
-
-    #[test]
-    fn run_log_programs() {
-        let log = "2026-11-21T00:00:00Z executing program a: 2 ops, 1 threads\n    yield()\n    sleep_ms(ms=0x1)\n2026-11-21T00:00:01Z executing op 0 (thread 0): yield()\n2026-11-21T00:00:02Z executing program b: 1 ops, 1 threads\n    yield()\n";
-        assert_eq!(
-            programs_from_run_log(log),
-            vec![
-                "yield()\nsleep_ms(ms=0x1)\n".to_string(),
-                "yield()\n".to_string()
-            ]
-        );
     }
 }

@@ -346,8 +346,8 @@ impl Engine {
     fn mark(&self, i: usize, t: u32) {
         if let (Some(fd), Some(id)) = (&self.kmsg, &self.prog.kmsg_id) {
             let line = format!(
-                "<6>hotfuzz: executing program {id} op {i} (thread {t}): {}\n",
-                self.prog.ops[i].name
+                "<6>{}\n",
+                crate::protocol::kmsg_marker(id, i, t, &self.prog.ops[i].name)
             );
             // SAFETY: writing a buffer we own to our own fd; failures are ignored.
             unsafe { libc::write(fd.0, line.as_ptr().cast(), line.len()) };

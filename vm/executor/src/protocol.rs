@@ -196,6 +196,39 @@ pub enum Event {
     },
 }
 
+/// What every kernel-log marker starts with.
+pub const MARKER_PREFIX: &str = "hotfuzz: executing program ";
+
+/// The line the executor writes into the kernel log before operation `op` of program
+/// `program` starts on thread `thread` (without the `<6>` log level).
+pub fn kmsg_marker(program: &str, op: usize, thread: u32, name: &str) -> String {
+    format!("{MARKER_PREFIX}{program} op {op} (thread {thread}): {name}")
+}
+
+/// A kernel-log marker read back from a console line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    /// The program's id.
+    pub program: String,
+    /// The operation's index.
+    pub op: usize,
+    /// Its thread.
+    pub thread: u32,
+}
+
+/// The marker in a console line (whatever prefixes the console put before it), if any.
+pub fn parse_kmsg_marker(line: &str) -> Option<Marker> {
+    let rest = line.split(MARKER_PREFIX).nth(1)?;
+    let (program, rest) = rest.split_once(" op ")?;
+    let (op, rest) = rest.split_once(' ')?;
+    let thread = rest.strip_prefix("(thread ")?.split(')').next()?;
+    Some(Marker {
+        program: program.to_string(),
+        op: op.parse().ok()?,
+        thread: thread.parse().ok()?,
+    })
+}
+
 /// One memory block at the end of a program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct BlockSnapshot {
@@ -247,6 +280,24 @@ pub struct ProbeResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_are_read_back() {
+        let l = format!(
+            "[   12.5] {}",
+            kmsg_marker("0123abcd", 14, 1, "memblock_state")
+        );
+        assert_eq!(
+            parse_kmsg_marker(&l),
+            Some(Marker {
+                program: "0123abcd".into(),
+                op: 14,
+                thread: 1
+            })
+        );
+        assert_eq!(parse_kmsg_marker("[ 1.0] something else"), None);
+        assert_eq!(parse_kmsg_marker("hotfuzz: executing program x op y"), None);
+    }
 
     #[test]
     fn events_round_trip_as_tagged_json() {
