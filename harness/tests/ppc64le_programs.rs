@@ -41,7 +41,7 @@ fn memtrace_and_offlining_on_powernv() {
     let d = Descriptions::embedded();
     let log = tempfile::tempdir().unwrap();
     let mut runner = Runner::new(&vm, &log.path().join("run.log")).unwrap();
-    let st = hotfuzz::run::probe::guest_state(&vm).unwrap();
+    let st = hotfuzz::run::probe::guest_state(&vm, runner.agent()).unwrap();
     let size = st.block_size;
     let text = format!(
         "r0 = mmap_anon(len=0x200000, thp=\"default\", populate=0x1, node=-0x1)\nr1 = pfn_of_map(map=r0, offset=0x0)\nkpageflags_read(pfn=r1, count=0x10)\nmemtrace_enable(size=0x{size:x})\nmemtrace_read(node=0x0, offset=0x0, len=0x1000)\nmemtrace_enable(size=0x0)\n"

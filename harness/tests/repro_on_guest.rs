@@ -149,7 +149,7 @@ fn a_planted_bug_is_minimized_and_repro_sh_reproduces_it_without_hotfuzz() {
         "a guest outlived hotfuzz repro"
     );
 
-    // repro.sh with bash, QEMU and ssh alone: no hotfuzz process, no hotfuzz library.
+    // repro.sh with bash, QEMU and the executor binary alone: no hotfuzz process or library.
     let script = s.script.clone().expect("repro.sh");
     let out = std::process::Command::new("timeout")
         .args(["600", "bash"])
@@ -170,4 +170,12 @@ fn a_planted_bug_is_minimized_and_repro_sh_reproduces_it_without_hotfuzz() {
         "{stdout}\n{stderr}"
     );
     assert!(!qemu_left("hotfuzz-repro"), "repro.sh left QEMU running");
+    // The script holds no operation's logic; the executor shows what each operation wrote.
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(!text.contains("memory/memory"), "an operation's logic in repro.sh");
+    assert!(
+        stdout.contains("write /sys/devices/system/memory/memory")
+            && stdout.contains("\"offline\": ok"),
+        "{stdout}"
+    );
 }

@@ -59,6 +59,9 @@ pub struct GuestSpec {
     pub modules: Vec<ModuleRequest>,
     /// Extra files.
     pub extra_files: Vec<ExtraFile>,
+    /// Commands started once the modules are loaded, each restarted when it exits (guest
+    /// agents).
+    pub services: Vec<String>,
     /// Install missing host packages with apt-get when root.
     pub auto_install: bool,
 }
@@ -80,6 +83,7 @@ impl GuestSpec {
         GuestSpec {
             modules: list.iter().map(|m| ModuleRequest::new(m)).collect(),
             extra_files: Vec::new(),
+            services: Vec::new(),
             auto_install: true,
         }
     }
@@ -268,7 +272,8 @@ impl GuestSpec {
             ),
             0o644,
         )?;
-        let (init, inittab, rc_net, rc_modules) = boot_scripts(net_modules, other_modules);
+        let (init, inittab, rc_net, rc_modules) =
+            boot_scripts(net_modules, other_modules, &self.services);
         img.file("/init", Source::Bytes(init.into_bytes()), 0o755)?;
         img.file("/etc/inittab", Source::Bytes(inittab.into_bytes()), 0o644)?;
         img.file(
@@ -371,6 +376,7 @@ load() {
 pub fn boot_scripts(
     net_modules: &[ModuleFile],
     modules: &[ModuleFile],
+    services: &[String],
 ) -> (String, String, String, String) {
     let line = |m: &ModuleFile| {
         format!(
@@ -398,6 +404,11 @@ fi
 hostname hotfuzz
 "#,
     );
+    for s in services {
+        rest.push_str(&format!(
+            "(while :; do {s}; sleep 1; done) </dev/null >/dev/console 2>&1 &\n"
+        ));
+    }
     rest.push_str("echo \"hotfuzz-init: ready\"\n");
     (INIT.to_string(), INITTAB.to_string(), net, rest)
 }
@@ -437,7 +448,8 @@ mod tests {
             m("notifier_error_inject", ""),
             m("memory_notifier_error_inject", "priority=10"),
         ];
-        let (init, inittab, net, rest) = boot_scripts(&net_mods, &mods);
+        let (init, inittab, net, rest) =
+            boot_scripts(&net_mods, &mods, &["/usr/bin/agent serve".to_string()]);
         assert!(init.trim_end().ends_with("exec /sbin/init"));
         assert!(inittab.find("sysinit").unwrap() < inittab.find("respawn").unwrap());
         assert!(net.find("load failover").unwrap() < net.find("load net_failover").unwrap());
@@ -447,6 +459,12 @@ mod tests {
         assert!(rest
             .trim_end()
             .ends_with(&format!("echo \"{READY_MARKER}\"")));
+        // Services start after the modules, before the ready marker, restarted when they exit.
+        let svc = rest
+            .find("while :; do /usr/bin/agent serve; sleep 1; done")
+            .unwrap();
+        assert!(svc > rest.find("load memory_notifier_error_inject").unwrap());
+        assert!(svc < rest.find(READY_MARKER).unwrap());
     }
 
     #[test]

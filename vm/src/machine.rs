@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::size::{format_size, parse_size};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Accelerator choice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -251,17 +251,10 @@ impl MachineConfig {
         v.join(" ")
     }
 
-    /// QEMU arguments for booting with `accel`. `initrd` is the per-VM initramfs, `qmp` the
-    /// socket path, `ssh_port` the host port forwarded to the guest's port 22.
-    pub fn qemu_args(
-        &self,
-        accel: Accel,
-        kernel_image: &Path,
-        initrd: &Path,
-        qmp: &Path,
-        ssh_port: u16,
-        name: &str,
-    ) -> Vec<OsString> {
+    /// QEMU arguments for booting with `accel` and the VM's files and ports `p`.
+    pub fn qemu_args(&self, accel: Accel, p: &QemuPaths) -> Vec<OsString> {
+        let (kernel_image, initrd, qmp, ssh_port, name) =
+            (&p.kernel, &p.initrd, &p.qmp, p.ssh_port, p.name.as_str());
         let mut a: Vec<OsString> = Vec::new();
         let mut push = |s: String| a.push(OsString::from(s));
         push("-name".into());
@@ -349,6 +342,31 @@ impl MachineConfig {
         q.push(qmp.as_os_str());
         q.push(",server=on,wait=off");
         a.push(q);
+        // The guest agent's channel: a virtio-serial port the guest sees as `hotfuzz.agent`,
+        // a unix socket on the host (it survives snapshot restores, unlike a TCP connection
+        // through user-mode networking).
+        a.push("-device".into());
+        a.push(
+            match self.arch {
+                Arch::X86_64 => "virtio-serial-pci,id=vser0",
+                Arch::Ppc64le => "virtio-serial-pci,id=vser0,bus=pcie.1",
+            }
+            .into(),
+        );
+        a.push("-chardev".into());
+        let mut c = OsString::from("socket,id=agent,path=");
+        c.push(p.agent.as_os_str());
+        c.push(",server=on,wait=off");
+        a.push(c);
+        a.push("-device".into());
+        a.push(format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}").into());
+        if let Some(store) = &p.snapshot_store {
+            // Where savevm keeps snapshots: a qcow2 image no guest device uses.
+            a.push("-drive".into());
+            let mut d = OsString::from("if=none,id=snapstore,format=qcow2,file=");
+            d.push(store.as_os_str());
+            a.push(d);
+        }
         a.push("-netdev".into());
         a.push(format!("user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:{ssh_port}-:22").into());
         a.push("-device".into());
@@ -398,6 +416,28 @@ impl MachineConfig {
     }
 }
 
+/// The name of the guest agent's virtio-serial port (`/sys/class/virtio-ports/*/name`).
+pub const AGENT_PORT_NAME: &str = "hotfuzz.agent";
+
+/// The files and ports of one VM that go on its QEMU command line.
+#[derive(Debug, Clone)]
+pub struct QemuPaths {
+    /// Kernel boot image.
+    pub kernel: std::path::PathBuf,
+    /// The VM's initramfs.
+    pub initrd: std::path::PathBuf,
+    /// QMP socket.
+    pub qmp: std::path::PathBuf,
+    /// The guest agent's socket.
+    pub agent: std::path::PathBuf,
+    /// qcow2 image holding snapshots (none: the VM cannot take snapshots).
+    pub snapshot_store: Option<std::path::PathBuf>,
+    /// Host port forwarded to the guest's ssh port.
+    pub ssh_port: u16,
+    /// QEMU's `-name`.
+    pub name: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,11 +483,15 @@ mod tests {
         let args: Vec<String> = m
             .qemu_args(
                 Accel::Tcg,
-                Path::new("/k"),
-                Path::new("/i"),
-                Path::new("/d/qmp.sock"),
-                2222,
-                "t",
+                &QemuPaths {
+                    kernel: "/k".into(),
+                    initrd: "/i".into(),
+                    qmp: "/d/qmp.sock".into(),
+                    agent: "/d/agent.sock".into(),
+                    snapshot_store: Some("/d/snapshots.qcow2".into()),
+                    ssh_port: 2222,
+                    name: "t".into(),
+                },
             )
             .into_iter()
             .map(|s| s.into_string().unwrap())
@@ -460,6 +504,9 @@ mod tests {
         assert!(joined.contains("restrict=on"));
         assert!(joined.contains("unix:/d/qmp.sock,server=on,wait=off"));
         assert!(joined.contains("-no-reboot"));
+        assert!(joined.contains("socket,id=agent,path=/d/agent.sock,server=on,wait=off"));
+        assert!(joined.contains("virtserialport,chardev=agent,name=hotfuzz.agent"));
+        assert!(joined.contains("if=none,id=snapstore,format=qcow2,file=/d/snapshots.qcow2"));
         assert!(joined.contains("node,nodeid=1,memdev=ram-node1,cpus=1"));
         assert!(joined.contains("virtio-mem-pci,id=vm0,memdev=vm0-mem,node=1,requested-size=0"));
         assert!(joined.contains("maxmem=9216M"));

@@ -9,7 +9,7 @@ use crate::host;
 use crate::image::concat_initrd;
 use crate::kernel::Kernel;
 use crate::keys::{HostKey, KeyPair};
-use crate::machine::{Accel, AccelChoice, MachineConfig};
+use crate::machine::{Accel, AccelChoice, MachineConfig, QemuPaths};
 use crate::process::{self, Guarded};
 use crate::qmp::Qmp;
 use crate::ssh::{ExecOptions, ExecOutput, Ssh};
@@ -38,6 +38,9 @@ pub struct VmOptions {
     pub name: String,
     /// Install a missing QEMU with apt-get when root.
     pub auto_install: bool,
+    /// Where the VM keeps its snapshots (a qcow2 image, 0600, removed with the VM); `None`:
+    /// the VM cannot take snapshots.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl VmOptions {
@@ -51,6 +54,7 @@ impl VmOptions {
             dir_parent: None,
             name: "hotfuzz".into(),
             auto_install: true,
+            snapshot_dir: None,
         }
     }
 }
@@ -101,6 +105,8 @@ pub struct Vm {
     ssh: Ssh,
     dir: VmDir,
     ssh_port: u16,
+    agent_socket: PathBuf,
+    snapshots: Option<SnapshotStore>,
     key: KeyPair,
     host_key: HostKey,
     accel: Accel,
@@ -240,39 +246,35 @@ impl Vm {
         qemu: &Path,
         accel: Accel,
     ) -> Result<Vm> {
-        let parent = opts.dir_parent.clone().unwrap_or_else(std::env::temp_dir);
-        std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
-        let tmp = tempfile::Builder::new()
-            .prefix("hotfuzz-vm-")
-            .tempdir_in(&parent)
-            .ctx(|| format!("creating a VM directory in {}", parent.display()))?;
-        let mut dir = if opts.keep_dir {
-            VmDir::Kept(tmp.keep())
-        } else {
-            VmDir::Temp(tmp)
-        };
+        let mut dir = vm_dir(opts)?;
         let d = dir.path().to_path_buf();
         let key = KeyPair::generate(&opts.name)?;
         let host_key = HostKey::generate()?;
         write_private(&d.join("id_ed25519"), key.private_openssh.as_bytes())?;
-        std::fs::write(d.join("id_ed25519.pub"), format!("{}\n", key.public_line))
-            .ctx(|| "writing the public key".into())?;
+        write_private(
+            &d.join("id_ed25519.pub"),
+            format!("{}\n", key.public_line).as_bytes(),
+        )?;
         let initrd = d.join("initrd.cpio");
         concat_initrd(
             &initrd,
             &image.path,
             &guest::overlay(&key.public_line, &host_key)?,
         )?;
-        let qmp_path = d.join("qmp.sock");
-        let ssh_port = free_port()?;
-        let args = opts.machine.qemu_args(
-            accel,
-            &kernel.boot_image,
-            &initrd,
-            &qmp_path,
-            ssh_port,
-            &opts.name,
-        );
+        let snapshots = match &opts.snapshot_dir {
+            Some(sd) => Some(SnapshotStore::create(sd, &opts.name)?),
+            None => None,
+        };
+        let paths = QemuPaths {
+            kernel: kernel.boot_image.clone(),
+            initrd,
+            qmp: d.join("qmp.sock"),
+            agent: d.join("agent.sock"),
+            snapshot_store: snapshots.as_ref().map(|s| s.path.clone()),
+            ssh_port: free_port()?,
+            name: opts.name.clone(),
+        };
+        let args = opts.machine.qemu_args(accel, &paths);
         let cmdline = std::iter::once(qemu.as_os_str().to_owned())
             .chain(args.iter().cloned())
             .map(|a| crate::ssh::quote(&a.to_string_lossy()))
@@ -297,188 +299,57 @@ impl Vm {
             &d.join("qemu.log"),
             qemu_stderr.clone(),
         )?;
-        let fail = |proc: &mut Guarded, dir: &mut VmDir, kind: BootFailure, message: String| {
-            proc.kill();
-            console.wait_eof(Duration::from_secs(2));
-            let kept = dir.keep();
-            Error::Boot(BootError {
-                kind,
-                message,
-                console_log: kept.join("console.log"),
-                last_lines: console.last_lines(15).into_iter().map(|l| l.text).collect(),
-                qemu_stderr: qemu_stderr
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone(),
-            })
+        let mut boot = Booting {
+            proc,
+            console,
+            qemu_stderr,
+            started,
+            deadline: started
+                + opts.boot_timeout.unwrap_or(match accel {
+                    Accel::Kvm => Duration::from_secs(60),
+                    Accel::Tcg => Duration::from_secs(300),
+                }),
+            no_output: opts.no_output_timeout.unwrap_or(match accel {
+                Accel::Kvm => Duration::from_secs(20),
+                Accel::Tcg => Duration::from_secs(60),
+            }),
         };
-        let boot_timeout = opts.boot_timeout.unwrap_or(match accel {
-            Accel::Kvm => Duration::from_secs(60),
-            Accel::Tcg => Duration::from_secs(300),
-        });
-        let no_output = opts.no_output_timeout.unwrap_or(match accel {
-            Accel::Kvm => Duration::from_secs(20),
-            Accel::Tcg => Duration::from_secs(60),
-        });
-        let deadline = started + boot_timeout;
         let qmp = match Qmp::connect(
-            &qmp_path,
+            &paths.qmp,
             &d.join("qmp-events.log"),
-            started + Duration::from_secs(30).min(boot_timeout),
-            || proc.try_wait().is_none(),
+            started + Duration::from_secs(30).min(boot.deadline - started),
+            || boot.proc.try_wait().is_none(),
         ) {
             Ok(q) => q,
             Err(e) => {
-                let kind = classify_exit(&qemu_stderr);
-                return Err(fail(
-                    &mut proc,
-                    &mut dir,
-                    kind,
-                    format!("QEMU did not come up: {e}"),
-                ));
+                let kind = classify_exit(&boot.qemu_stderr);
+                return Err(boot.fail(&mut dir, kind, format!("QEMU did not come up: {e}")));
             }
         };
-        // Follow the boot on the console.
-        let mut timings = BootTimings::default();
-        let mut next = 0u64;
-        let mut panic_line: Option<String> = None;
-        loop {
-            let step = Instant::now() + Duration::from_millis(100);
-            let r = console.wait_for(next, step.min(deadline), |l| {
-                if l.contains("Linux version ") {
-                    Some(1)
-                } else if l.contains("Run /init as init process") {
-                    Some(2)
-                } else if l.contains(READY_MARKER) {
-                    Some(3)
-                } else if l.contains("Kernel panic - not syncing") {
-                    Some(4)
-                } else if l.contains(guest::NO_NETWORK_MARKER) {
-                    Some(5)
-                } else {
-                    None
-                }
-            });
-            match r {
-                Wait::Found(what, line) => {
-                    next = line.index + 1;
-                    let t = line.at.saturating_duration_since(started);
-                    match what {
-                        1 => timings.banner = timings.banner.or(Some(t)),
-                        2 => timings.init = timings.init.or(Some(t)),
-                        3 => {
-                            timings.userspace_ready = Some(t);
-                            break;
-                        }
-                        5 => {
-                            let msg = format!("the guest has no network for ssh: {}", line.text);
-                            return Err(fail(&mut proc, &mut dir, BootFailure::NoNetwork, msg));
-                        }
-                        _ => {
-                            panic_line = Some(line.text.clone());
-                            // Let the rest of the panic reach the log.
-                            std::thread::sleep(Duration::from_millis(300));
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                Wait::Eof => break,
-                Wait::Timeout => {}
-            }
-            if proc.try_wait().is_some() {
-                break;
-            }
-            if stderr_says_kvm_failed(&qemu_stderr) {
-                let msg = "KVM could not run the guest".to_string();
-                return Err(fail(&mut proc, &mut dir, BootFailure::KvmFailure, msg));
-            }
-            let silent_for = console
-                .last_output()
-                .map(|t| t.elapsed())
-                .unwrap_or_else(|| started.elapsed());
-            if silent_for >= no_output {
-                let msg = format!("no console output for {}s", no_output.as_secs());
-                return Err(fail(&mut proc, &mut dir, BootFailure::NoOutput, msg));
-            }
-            if Instant::now() >= deadline {
-                let msg = format!(
-                    "not ready within {}s (boot timeout)",
-                    boot_timeout.as_secs()
-                );
-                return Err(fail(&mut proc, &mut dir, BootFailure::Timeout, msg));
-            }
-        }
-        if let Some(p) = panic_line {
-            return Err(fail(
-                &mut proc,
-                &mut dir,
-                BootFailure::KernelPanic,
-                p.trim().to_string(),
-            ));
-        }
-        if timings.userspace_ready.is_none() {
-            let st = proc.try_wait();
-            let kind = classify_exit(&qemu_stderr);
-            let msg = format!(
-                "QEMU exited during boot ({})",
-                st.map(|s| s.to_string())
-                    .unwrap_or_else(|| "console closed".into())
-            );
-            return Err(fail(&mut proc, &mut dir, kind, msg));
-        }
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, ssh_port));
-        let r = {
-            let console = console.clone();
-            let mark = next;
-            let p = &mut proc;
-            Ssh::connect_retry(
-                addr,
-                "root",
-                &key,
-                Some(&host_key.public_blob),
-                deadline,
-                || {
-                    if p.try_wait().is_some() {
-                        return Some(Error::QemuGone("while waiting for ssh".into()));
-                    }
-                    let panicked = console
-                        .lines_since(mark)
-                        .iter()
-                        .any(|l| l.text.contains("Kernel panic - not syncing"));
-                    panicked.then(|| Error::QemuGone("kernel panicked before ssh came up".into()))
-                },
-            )
+        let (mut timings, next) = match boot.follow_console() {
+            Ok(x) => x,
+            Err((kind, msg)) => return Err(boot.fail(&mut dir, kind, msg)),
         };
-        let ssh = match r {
+        let ssh = match boot.connect_ssh(paths.ssh_port, &key, &host_key, next) {
             Ok(s) => s,
-            Err(e) => {
-                let kind = match &e {
-                    Error::Timeout(_) => BootFailure::Timeout,
-                    _ => BootFailure::QemuExited,
-                };
-                return Err(fail(
-                    &mut proc,
-                    &mut dir,
-                    kind,
-                    format!("ssh never worked: {e}"),
-                ));
-            }
+            Err((kind, msg)) => return Err(boot.fail(&mut dir, kind, msg)),
         };
         timings.ssh_ready = started.elapsed();
         Ok(Vm {
-            proc: Mutex::new(proc),
-            console,
+            proc: Mutex::new(boot.proc),
+            console: boot.console,
             qmp,
             ssh,
             dir,
-            ssh_port,
+            ssh_port: paths.ssh_port,
+            agent_socket: paths.agent,
+            snapshots,
             key,
             host_key,
             accel,
             machine: opts.machine.clone(),
             timings,
-            qemu_stderr,
+            qemu_stderr: boot.qemu_stderr,
             kernel_release: kernel.release.clone(),
         })
     }
@@ -565,6 +436,54 @@ impl Vm {
     /// Host port forwarded to the guest's ssh.
     pub fn ssh_port(&self) -> u16 {
         self.ssh_port
+    }
+
+    /// The host end of the guest agent's virtio-serial port (a unix socket QEMU listens on;
+    /// one client at a time).
+    pub fn agent_socket(&self) -> &Path {
+        &self.agent_socket
+    }
+
+    /// Whether the VM can take snapshots ([`VmOptions::snapshot_dir`]).
+    pub fn can_snapshot(&self) -> bool {
+        self.snapshots.is_some()
+    }
+
+    /// Saves the whole VM (devices, RAM, CPU) as snapshot `name` (`savevm`). Connections
+    /// through user-mode networking (ssh) do not survive restoring it; the agent's socket does.
+    pub fn save_snapshot(&self, name: &str) -> Result<Duration> {
+        self.snapshot_command("savevm", name)
+    }
+
+    /// Restores snapshot `name` (`loadvm`): the guest continues from the moment it was saved.
+    pub fn load_snapshot(&self, name: &str) -> Result<Duration> {
+        self.snapshot_command("loadvm", name)
+    }
+
+    fn snapshot_command(&self, verb: &str, name: &str) -> Result<Duration> {
+        if self.snapshots.is_none() {
+            return Err(Error::Config(
+                "this VM was booted without a snapshot store".into(),
+            ));
+        }
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(Error::Config(format!("bad snapshot name {name:?}")));
+        }
+        let t = Instant::now();
+        let out = self.qmp.execute_timeout(
+            "human-monitor-command",
+            Some(serde_json::json!({"command-line": format!("{verb} {name}")})),
+            Duration::from_secs(120),
+        )?;
+        // HMP reports failures as text, not as a QMP error.
+        let text = out.as_str().unwrap_or("").trim().to_string();
+        if !text.is_empty() {
+            return Err(Error::Qmp(format!("{verb} {name}: {text}")));
+        }
+        Ok(t.elapsed())
     }
 
     /// Path of the VM's private key (for `ssh -i`).
@@ -660,6 +579,242 @@ impl Drop for Vm {
             let _ = std::fs::remove_file(p.join("initrd.cpio"));
             let _ = std::fs::remove_file(p.join("qmp.sock"));
         }
+    }
+}
+
+/// The VM directory: private to the user (0700), kept on request.
+fn vm_dir(opts: &VmOptions) -> Result<VmDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = opts.dir_parent.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("hotfuzz-vm-")
+        .tempdir_in(&parent)
+        .ctx(|| format!("creating a VM directory in {}", parent.display()))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
+        .ctx(|| format!("making {} private", tmp.path().display()))?;
+    Ok(if opts.keep_dir {
+        VmDir::Kept(tmp.keep())
+    } else {
+        VmDir::Temp(tmp)
+    })
+}
+
+/// The qcow2 image a VM's snapshots are saved into (no guest device uses it).
+#[derive(Debug)]
+struct SnapshotStore {
+    path: PathBuf,
+}
+
+impl SnapshotStore {
+    fn create(dir: &Path, name: &str) -> Result<SnapshotStore> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        let qemu_img = host::find_program("qemu-img").ok_or_else(|| Error::MissingTool {
+            what: "qemu-img (for snapshots)".into(),
+            install: host::install_command(&["qemu-utils"]),
+        })?;
+        // A fresh private file (0600) that qemu-img then formats.
+        let (_, path) = tempfile::Builder::new()
+            .prefix(&format!(
+                "{}-",
+                name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+            ))
+            .suffix(".qcow2")
+            .tempfile_in(dir)
+            .ctx(|| format!("creating a snapshot image in {}", dir.display()))?
+            .keep()
+            .map_err(|e| Error::Config(format!("keeping the snapshot image: {e}")))?;
+        let out = Command::new(qemu_img)
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&path)
+            .arg("64G")
+            .output()
+            .ctx(|| "running qemu-img".into())?;
+        if !out.status.success() {
+            return Err(Error::Config(format!(
+                "qemu-img create {}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .ctx(|| format!("chmod {}", path.display()))?;
+        Ok(SnapshotStore { path })
+    }
+}
+
+impl Drop for SnapshotStore {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A QEMU being booted: what the boot steps share.
+struct Booting {
+    proc: Guarded,
+    console: Console,
+    qemu_stderr: Arc<Mutex<String>>,
+    started: Instant,
+    deadline: Instant,
+    no_output: Duration,
+}
+
+impl Booting {
+    /// Kills QEMU, keeps the VM directory and describes the failure.
+    fn fail(&mut self, dir: &mut VmDir, kind: BootFailure, message: String) -> Error {
+        self.proc.kill();
+        self.console.wait_eof(Duration::from_secs(2));
+        let kept = dir.keep();
+        Error::Boot(BootError {
+            kind,
+            message,
+            console_log: kept.join("console.log"),
+            last_lines: self
+                .console
+                .last_lines(15)
+                .into_iter()
+                .map(|l| l.text)
+                .collect(),
+            qemu_stderr: self
+                .qemu_stderr
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        })
+    }
+
+    /// Follows the boot on the console until hotfuzz's init says it is ready: the timings and
+    /// the console index after the ready line, or why the boot failed.
+    fn follow_console(&mut self) -> std::result::Result<(BootTimings, u64), (BootFailure, String)> {
+        let mut timings = BootTimings::default();
+        let mut next = 0u64;
+        let mut panic_line: Option<String> = None;
+        loop {
+            let step = Instant::now() + Duration::from_millis(100);
+            let r = self.console.wait_for(next, step.min(self.deadline), |l| {
+                if l.contains("Linux version ") {
+                    Some(1)
+                } else if l.contains("Run /init as init process") {
+                    Some(2)
+                } else if l.contains(READY_MARKER) {
+                    Some(3)
+                } else if l.contains("Kernel panic - not syncing") {
+                    Some(4)
+                } else if l.contains(guest::NO_NETWORK_MARKER) {
+                    Some(5)
+                } else {
+                    None
+                }
+            });
+            match r {
+                Wait::Found(what, line) => {
+                    next = line.index + 1;
+                    let t = line.at.saturating_duration_since(self.started);
+                    match what {
+                        1 => timings.banner = timings.banner.or(Some(t)),
+                        2 => timings.init = timings.init.or(Some(t)),
+                        3 => {
+                            timings.userspace_ready = Some(t);
+                            return Ok((timings, next));
+                        }
+                        5 => {
+                            return Err((
+                                BootFailure::NoNetwork,
+                                format!("the guest has no network for ssh: {}", line.text),
+                            ))
+                        }
+                        _ => {
+                            panic_line = Some(line.text.clone());
+                            // Let the rest of the panic reach the log.
+                            std::thread::sleep(Duration::from_millis(300));
+                            break;
+                        }
+                    }
+                    continue;
+                }
+                Wait::Eof => break,
+                Wait::Timeout => {}
+            }
+            if self.proc.try_wait().is_some() {
+                break;
+            }
+            if stderr_says_kvm_failed(&self.qemu_stderr) {
+                return Err((
+                    BootFailure::KvmFailure,
+                    "KVM could not run the guest".into(),
+                ));
+            }
+            let silent_for = self
+                .console
+                .last_output()
+                .map(|t| t.elapsed())
+                .unwrap_or_else(|| self.started.elapsed());
+            if silent_for >= self.no_output {
+                return Err((
+                    BootFailure::NoOutput,
+                    format!("no console output for {}s", self.no_output.as_secs()),
+                ));
+            }
+            if Instant::now() >= self.deadline {
+                return Err((
+                    BootFailure::Timeout,
+                    format!(
+                        "not ready within {}s (boot timeout)",
+                        (self.deadline - self.started).as_secs()
+                    ),
+                ));
+            }
+        }
+        if let Some(p) = panic_line {
+            return Err((BootFailure::KernelPanic, p.trim().to_string()));
+        }
+        let st = self.proc.try_wait();
+        Err((
+            classify_exit(&self.qemu_stderr),
+            format!(
+                "QEMU exited during boot ({})",
+                st.map(|s| s.to_string())
+                    .unwrap_or_else(|| "console closed".into())
+            ),
+        ))
+    }
+
+    /// Retries ssh until a command runs (or QEMU exits, the kernel panics, the deadline).
+    fn connect_ssh(
+        &mut self,
+        port: u16,
+        key: &KeyPair,
+        host_key: &HostKey,
+        mark: u64,
+    ) -> std::result::Result<Ssh, (BootFailure, String)> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let console = self.console.clone();
+        let p = &mut self.proc;
+        Ssh::connect_retry(
+            addr,
+            "root",
+            key,
+            Some(&host_key.public_blob),
+            self.deadline,
+            || {
+                if p.try_wait().is_some() {
+                    return Some(Error::QemuGone("while waiting for ssh".into()));
+                }
+                let panicked = console
+                    .lines_since(mark)
+                    .iter()
+                    .any(|l| l.text.contains("Kernel panic - not syncing"));
+                panicked.then(|| Error::QemuGone("kernel panicked before ssh came up".into()))
+            },
+        )
+        .map_err(|e| {
+            let kind = match &e {
+                Error::Timeout(_) => BootFailure::Timeout,
+                _ => BootFailure::QemuExited,
+            };
+            (kind, format!("ssh never worked: {e}"))
+        })
     }
 }
 

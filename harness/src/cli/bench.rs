@@ -255,7 +255,7 @@ fn exec(a: BenchExecArgs) -> Result<i32> {
         in_guest.push(own / n);
     }
     // Typical generated programs on the real state.
-    let st = hotfuzz::run::probe::guest_state(&vm)?;
+    let st = hotfuzz::run::probe::guest_state(&vm, runner.agent())?;
     let mut prog_times = Vec::new();
     let t0 = Instant::now();
     let mut ops_total = 0;

@@ -83,7 +83,13 @@ pub fn run(a: RunArgs) -> Result<i32> {
         };
         for rep in 0..a.repeat.max(1) {
             let r = runner.run(&d, &prog, &opts)?;
-            let verdict = hotfuzz::judge::judge(&vm, &prog, &r, Duration::from_secs(a.settle));
+            let verdict = hotfuzz::judge::judge(
+                &vm,
+                runner.agent(),
+                &prog,
+                &r,
+                Duration::from_secs(a.settle),
+            );
             if let Some(why) = &verdict.infra {
                 eprintln!("hotfuzz: the run says nothing about the kernel: {why}");
                 lost = true;

@@ -191,7 +191,9 @@ fn plug(a: VmPlugArgs) -> Result<i32> {
 fn state(a: VmStateArgs) -> Result<i32> {
     let p = a.guest.config()?.prepare()?;
     let vm = p.boot("hotfuzz")?;
-    let st = hotfuzz::run::probe::guest_state(&vm)?;
+    let agent = hotfuzz::run::agent::Agent::connect(&vm, Instant::now() + Duration::from_secs(60))?;
+    let st = hotfuzz::run::probe::guest_state(&vm, &agent)?;
+    drop(agent);
     println!("{}", serde_json::to_string_pretty(&st)?);
     vm.poweroff(Duration::from_secs(30));
     Ok(0)

@@ -134,7 +134,14 @@ impl GuestTarget {
         let t = Instant::now();
         let vm = Arc::new(p.boot(&format!("hotfuzz-fuzz{}", self.setup.slot))?);
         let booted = t.elapsed();
-        self.state = crate::run::probe::guest_state(&vm)?;
+        // One run log per boot (the store copies it into reports); the last few are kept.
+        let run_log = self
+            .setup
+            .log_dir
+            .join(format!("run-{:06}.log", self.counters.boots));
+        self.prune_logs();
+        let runner = Runner::new(vm.clone(), &run_log)?;
+        self.state = crate::run::probe::guest_state(&vm, runner.agent())?;
         tracing::info!(
             "guest {} restarted with profile {}: ssh-ready in {:.2?}, ready for programs in {:.2?}",
             self.setup.slot,
@@ -145,13 +152,6 @@ impl GuestTarget {
         if self.kinfo.is_none() {
             self.kinfo = Some(crate::store::kernel_info(&p.kernel));
         }
-        // One run log per boot (the store copies it into reports); the last few are kept.
-        let run_log = self
-            .setup
-            .log_dir
-            .join(format!("run-{:06}.log", self.counters.boots));
-        self.prune_logs();
-        let runner = Runner::new(vm.clone(), &run_log)?;
         let record = crate::store::GuestRecord::new(
             vm.machine(),
             Some(&profile.name),
@@ -264,7 +264,10 @@ impl GuestTarget {
             return Ok(Err("stopping".into()));
         }
         let vm = self.running.as_ref().expect("booted").vm.clone();
-        let verdict = crate::judge::judge(&vm, prog, &run, self.setup.settle);
+        let verdict = {
+            let r = self.running.as_ref().expect("booted");
+            crate::judge::judge(&vm, r.runner.agent(), prog, &run, self.setup.settle)
+        };
         if let Some(why) = verdict.infra {
             self.restart();
             return Ok(Err(why));

@@ -9,6 +9,7 @@ pub mod symbolize;
 use self::oracle::GuestCheck;
 use crate::program::prog::Program;
 use crate::report::{Report, ReportType};
+use crate::run::agent::Agent;
 use crate::run::guest::HUNG_TASK_TIMEOUT;
 use crate::run::runner::RunResult;
 use hotfuzz_vm::console::ConsoleLine;
@@ -39,9 +40,15 @@ pub fn console_reports(run: &RunResult) -> Vec<Report> {
 /// Every report a run produced before judging: console reports first, then harness oracles.
 /// `settle` is how long virtio-mem devices get to reach their requested size before that
 /// counts as a bug.
-pub fn reports(vm: &Vm, prog: &Program, r: &RunResult, settle: Duration) -> Vec<Report> {
+pub fn reports(
+    vm: &Vm,
+    agent: &Agent,
+    prog: &Program,
+    r: &RunResult,
+    settle: Duration,
+) -> Vec<Report> {
     let console = console_reports(r);
-    let check = GuestCheck::probe(vm, settle);
+    let check = GuestCheck::probe(vm, agent, settle);
     let mut all = console.clone();
     all.extend(oracle::check(prog, r, &check, &console));
     all
@@ -71,8 +78,8 @@ pub fn kernel_says(reports: &[Report]) -> bool {
 /// - a kernel report replaces the harness's stuck/lost/silent reports it explains;
 /// - QEMU exiting with no kernel report is an infrastructure failure, whatever else the
 ///   harness saw: the rest (a lost connection, operations without results) follows from it.
-pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Verdict {
-    let mut reports = reports(vm, prog, run, settle);
+pub fn judge(vm: &Vm, agent: &Agent, prog: &Program, run: &RunResult, settle: Duration) -> Verdict {
+    let mut reports = reports(vm, agent, prog, run, settle);
     if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
         let mark = run.console.first().map(|l| l.index).unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
@@ -82,7 +89,7 @@ pub fn judge(vm: &Vm, prog: &Program, run: &RunResult, settle: Duration) -> Verd
         std::thread::sleep(Duration::from_secs(1));
         let mut later = run.clone();
         later.console = vm.console().lines_since(mark);
-        reports = self::reports(vm, prog, &later, Duration::ZERO);
+        reports = self::reports(vm, agent, prog, &later, Duration::ZERO);
     }
     decide(
         reports,

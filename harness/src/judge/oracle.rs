@@ -80,12 +80,12 @@ pub fn check(prog: &Program, r: &RunResult, g: &GuestCheck, console: &[Report]) 
                 ));
             }
         }
-    } else if !g.ssh_alive && !explained {
+    } else if !g.agent_alive && !explained {
         out.push(report(
             ReportType::LostConnection,
             "lost connection to test machine",
             format!(
-                "the guest stopped answering ssh: {}",
+                "the guest stopped answering: {}",
                 r.lost.clone().unwrap_or_default()
             ),
         ));
@@ -159,7 +159,7 @@ mod tests {
     fn alive() -> GuestCheck {
         GuestCheck {
             qemu_alive: true,
-            ssh_alive: true,
+            agent_alive: true,
             ..Default::default()
         }
     }
@@ -204,7 +204,7 @@ mod tests {
         // Alive QEMU, dead ssh.
         let g = GuestCheck {
             qemu_alive: true,
-            ssh_alive: false,
+            agent_alive: false,
             ..Default::default()
         };
         assert_eq!(

@@ -125,6 +125,7 @@ impl Program {
                 host: desc.is_some_and(|o| o.host),
                 args,
                 timeout_ms: desc.map(|o| o.timeout_ms).unwrap_or(5000),
+                text: Some(op.print(d)),
             });
         }
         ExecProgram {
@@ -133,6 +134,7 @@ impl Program {
             kcov,
             timeout_ms,
             kmsg_id: Some(self.id(d)),
+            trace: false,
         }
     }
 

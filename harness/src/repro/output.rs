@@ -121,7 +121,7 @@ pub fn write(
             atomic_write(&dir.join("repro-console.log"), crash.console.as_bytes())?;
         }
         script_result = if n == 1 {
-            match repro_sh(ctx, &m.candidate[0], &title, crash) {
+            match repro_sh(ctx, &m.candidate[0], &title, crash, &rel) {
                 Ok(text) => {
                     let path = dir.join("repro.sh");
                     atomic_write(&path, text.as_bytes())?;
@@ -226,28 +226,31 @@ fn repro_sh(
     prog: &crate::program::prog::Program,
     title: &str,
     crash: &CrashFiles,
+    reliability: &str,
 ) -> Result<String> {
     let p = ctx.prepared;
     let machine = &p.options.machine;
     let qemu = hotfuzz_vm::vm::find_qemu(machine, false)?;
     let accel = crash.accel.unwrap_or(Accel::Tcg);
-    const PORT: u16 = 1;
     let args: Vec<String> = machine
         .qemu_args(
             accel,
-            &p.kernel.boot_image,
-            Path::new("@INITRD@"),
-            Path::new("@QMP@"),
-            PORT,
-            "hotfuzz-repro",
+            &hotfuzz_vm::machine::QemuPaths {
+                kernel: "@KERNEL@".into(),
+                initrd: "@INITRD@".into(),
+                qmp: "@DIR@/qmp.sock".into(),
+                agent: "@DIR@/agent.sock".into(),
+                snapshot_store: None,
+                // Any free port: the script does not use ssh, but the guest keeps its network.
+                ssh_port: 0,
+                name: "hotfuzz-repro".into(),
+            },
         )
         .into_iter()
-        .map(|a| {
-            a.to_string_lossy()
-                .replace("127.0.0.1:1-:22", "127.0.0.1:@SSH_PORT@-:22")
-        })
+        .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let frame = crash.report.as_ref().and_then(|r| r.frame.clone());
+    let hm = crate::run::runner::host_machine(machine);
     let input = ScriptInput {
         d: ctx.d,
         prog,
@@ -256,11 +259,15 @@ fn repro_sh(
         qemu,
         qemu_args: args,
         kernel: p.kernel.boot_image.clone(),
-        base_initrd: p.image.path.clone(),
+        initrd: p.image.path.clone(),
+        executor: crate::run::image::host_executor()?,
         kernel_origin: p.kernel.origin.clone(),
         kernel_cmdline: machine.kernel_cmdline(),
-        vmem_ids: machine.virtio_mem.iter().map(|v| v.id.clone()).collect(),
-        settle_secs: 5,
+        vmem_ids: hm.vmem,
+        hotplug_ports: hm.hotplug_ports,
+        numa: hm.numa,
+        settle_secs: 5 + 2 * crate::run::guest::HUNG_TASK_TIMEOUT,
+        reliability: reliability.to_string(),
     };
     script::generate(&input)
 }

@@ -208,7 +208,7 @@ fn run_one(
                 break;
             }
         };
-        let verdict = judge(&vm, prog, &run, setup.settle);
+        let verdict = judge(&vm, runner.agent(), prog, &run, setup.settle);
         if let Some(why) = verdict.infra {
             outcome = RunOutcome::Infra(why);
             break;

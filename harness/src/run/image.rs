@@ -28,6 +28,22 @@ pub fn executor(arch: Arch) -> Result<&'static [u8]> {
     }
 }
 
+/// The executor for this host, written into the cache (for `repro.sh`, which drives
+/// programs with it): `<cache>/executor/<hash>/hotfuzz-executor`.
+pub fn host_executor() -> Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = executor(Arch::X86_64)?;
+    let hash = blake3::hash(bin).to_hex()[..16].to_string();
+    let dir = hotfuzz_vm::cache::cache_dir()?.join("executor").join(hash);
+    let path = dir.join("hotfuzz-executor");
+    if !path.exists() {
+        std::fs::create_dir_all(&dir)?;
+        hotfuzz_vm::cache::atomic_write(&path, bin)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+    }
+    Ok(path)
+}
+
 /// The guest spec for running programs on `arch`: default modules, brd (a RAM disk for
 /// O_DIRECT), and the executor at [`EXECUTOR_GUEST_PATH`]. Without `with_executor` the image
 /// is the plain userspace (for `hotfuzz vm` commands when no executor is available).
@@ -42,6 +58,7 @@ pub fn program_guest(arch: Arch, with_executor: bool) -> Result<GuestSpec> {
             source: Source::Bytes(executor(arch)?.to_vec()),
             mode: 0o755,
         });
+        spec.services.push(format!("{EXECUTOR_GUEST_PATH} serve"));
     }
     Ok(spec)
 }

@@ -2,9 +2,10 @@
 //! operations over QMP, guest operations through the in-guest executor), with a run log whose
 //! timestamps line up with the console.
 
+pub mod agent;
 pub mod bugzoo;
 pub mod guest;
-pub mod hostops;
+
 pub mod image;
 pub mod probe;
 pub mod runlog;

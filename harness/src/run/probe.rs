@@ -3,14 +3,15 @@
 //! virtio-mem devices that do not reach their requested size).
 
 use crate::program::state::{parse_node_list, BlockState, DeviceState, GuestState};
+use crate::run::agent::Agent;
 use anyhow::{Context, Result};
 use hotfuzz_vm::{Arch, Vm};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// Reads the state of a running guest (sysfs over ssh, devices over QMP, unsupported
+/// Reads the state of a running guest (sysfs through its agent, devices over QMP, unsupported
 /// operations from the executor's probe).
-pub fn guest_state(vm: &Vm) -> Result<GuestState> {
+pub fn guest_state(vm: &Vm, agent: &Agent) -> Result<GuestState> {
     let script = r#"
 cat /sys/devices/system/memory/block_size_bytes
 getconf PAGESIZE 2>/dev/null || echo 4096
@@ -21,7 +22,9 @@ for d in /sys/devices/system/memory/memory*; do
 done
 [ -x /usr/bin/hotfuzz-executor ] && /usr/bin/hotfuzz-executor --probe
 "#;
-    let out = vm.run(script).context("reading the guest's memory state")?;
+    let out = agent
+        .run(script, Duration::from_secs(30))
+        .context("reading the guest's memory state")?;
     let mut lines = out.lines();
     let block_size = u64::from_str_radix(lines.next().unwrap_or("").trim(), 16)
         .context("bad block_size_bytes")?;
@@ -89,7 +92,7 @@ pub struct GuestCheck {
     /// QEMU's exit status, if it exited.
     pub qemu_exit: Option<String>,
     /// The guest answers a trivial ssh command.
-    pub ssh_alive: bool,
+    pub agent_alive: bool,
     /// How long the console has been silent.
     pub console_silent_for: Duration,
     /// virtio-mem devices that did not settle.
@@ -117,24 +120,13 @@ pub struct Unsettled {
 }
 
 impl GuestCheck {
-    /// Looks at a guest after a run: QEMU, ssh (one quick command), console silence, and
+    /// Looks at a guest after a run: QEMU, its agent (one quick answer), console silence, and
     /// virtio-mem devices whose plugged size has not reached the requested size within
     /// `settle`, nor within twice that after the device re-requested its size.
-    pub fn probe(vm: &hotfuzz_vm::Vm, settle: Duration) -> GuestCheck {
+    pub fn probe(vm: &Vm, agent: &Agent, settle: Duration) -> GuestCheck {
         let qemu_alive = vm.is_alive();
         let qemu_exit = vm.exit_status().map(|s| s.to_string());
-        let ssh_alive = qemu_alive
-            && vm
-                .exec_with(
-                    "true",
-                    &hotfuzz_vm::ssh::ExecOptions {
-                        stdin: None,
-                        silence_timeout: Duration::from_secs(20),
-                        deadline: Some(std::time::Instant::now() + Duration::from_secs(20)),
-                    },
-                )
-                .map(|o| o.success())
-                .unwrap_or(false);
+        let agent_alive = qemu_alive && agent.alive(Duration::from_secs(20));
         let console_silent_for = vm
             .console()
             .last_output()
@@ -157,9 +149,12 @@ impl GuestCheck {
                         if hopeless.contains(&id) {
                             continue;
                         }
-                        if req < d.size && ssh_alive {
-                            let f =
-                                device_facts(vm, d.memaddr.unwrap_or(0), d.max_size.unwrap_or(0));
+                        if req < d.size && agent_alive {
+                            let f = device_facts(
+                                agent,
+                                d.memaddr.unwrap_or(0),
+                                d.max_size.unwrap_or(0),
+                            );
                             if !(f.unplug_online && f.all_movable) {
                                 hopeless.insert(id);
                                 continue;
@@ -184,8 +179,8 @@ impl GuestCheck {
                     // does not change) and give the driver a fresh try.
                     kicked = true;
                     for (id, req, size, addr, max) in &unsettled {
-                        if req > size && ssh_alive && {
-                            let f = device_facts(vm, *addr, *max);
+                        if req > size && agent_alive && {
+                            let f = device_facts(agent, *addr, *max);
                             f.poisoned || f.injected
                         } {
                             // A plug that may rightly fall short: not worth waiting for.
@@ -213,8 +208,8 @@ impl GuestCheck {
                     .find(|d| d.id == id)
                     .and_then(|d| d.block_size)
                     .unwrap_or(2 << 20);
-                let facts = if ssh_alive {
-                    device_facts(vm, addr, max)
+                let facts = if agent_alive {
+                    device_facts(agent, addr, max)
                 } else {
                     DeviceFacts::default()
                 };
@@ -236,7 +231,7 @@ impl GuestCheck {
         GuestCheck {
             qemu_alive,
             qemu_exit,
-            ssh_alive,
+            agent_alive,
             console_silent_for,
             unsettled,
         }
@@ -261,7 +256,7 @@ struct DeviceFacts {
     injected: bool,
 }
 
-fn device_facts(vm: &hotfuzz_vm::Vm, addr: u64, max: u64) -> DeviceFacts {
+fn device_facts(agent: &Agent, addr: u64, max: u64) -> DeviceFacts {
     let script = format!(
         r#"m=/sys/module/virtio_mem/parameters; bs=$((0x$(cat /sys/devices/system/memory/block_size_bytes)));
 echo "P $(cat $m/unplug_online 2>/dev/null) $(cat $m/force_bbm 2>/dev/null) $(cat $m/bbm_block_size 2>/dev/null) $bs";
@@ -272,7 +267,7 @@ i=$(({addr} / bs)); e=$((({addr} + {max}) / bs));
 while [ $i -lt $e ]; do d=/sys/devices/system/memory/memory$i;
 if [ -d $d ] && [ "$(cat $d/state)" = online ] && [ "$(cat $d/valid_zones)" != Movable ]; then echo kernel; fi; i=$((i+1)); done"#
     );
-    let Ok(out) = vm.run(&script) else {
+    let Ok(out) = agent.run(&script, Duration::from_secs(30)) else {
         return DeviceFacts::default();
     };
     let mut f = DeviceFacts {

@@ -1,20 +1,22 @@
-//! Running a program on a guest: host operations through QMP, guest operations through the
-//! executor over ssh, and a run log whose host timestamps line up with the console log
-//! (`executing op N` markers), so a later step can tell which operation was running when a
-//! splat appeared.
+//! Running a program on a guest: guest operations through the executor behind the guest
+//! agent, host operations over QMP (both implemented once, in the executor crate; this module
+//! drives them with its shared loop), and a run log whose host timestamps line up with the
+//! console log (`executing op N` markers), so a later step can tell which operation was
+//! running when a splat appeared.
 
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
-use crate::run::hostops::HostOps;
+use crate::run::agent::Agent;
 pub use crate::run::runlog::RunLog;
 use anyhow::{Context, Result};
-use hotfuzz_executor::protocol::{BlockSnapshot, Event, HostReply, Outcome};
+use hotfuzz_executor::host::drive::{self, Observer};
+use hotfuzz_executor::host::ops::{HostMachine, HostOps, Monitor, MonitorError};
+use hotfuzz_executor::protocol::{BlockSnapshot, Event, Outcome, Request};
 use hotfuzz_vm::console::ConsoleLine;
-use hotfuzz_vm::ssh::Ssh;
-use hotfuzz_vm::Vm;
+use hotfuzz_vm::qmp::Qmp;
+use hotfuzz_vm::{MachineConfig, Vm};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{mpsc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Where the executor lives in the guest.
@@ -156,34 +158,168 @@ pub fn errno_name(e: i32) -> &'static str {
     }
 }
 
+/// hotfuzz's QMP client as the monitor host operations run on.
+pub struct QmpMonitor<'a>(pub &'a Qmp);
+
+impl Monitor for QmpMonitor<'_> {
+    fn execute(
+        &self,
+        command: &str,
+        arguments: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, MonitorError> {
+        self.0.execute(command, arguments).map_err(|e| match e {
+            hotfuzz_vm::Error::QemuGone(m) => MonitorError::Gone(m),
+            hotfuzz_vm::Error::Timeout(m) => MonitorError::Timeout(m),
+            e => MonitorError::Refused(e.to_string()),
+        })
+    }
+
+    fn event_mark(&self) -> usize {
+        self.0.event_mark()
+    }
+
+    fn events_since(&self, mark: usize) -> Vec<(String, serde_json::Value)> {
+        self.0
+            .events_since(mark)
+            .into_iter()
+            .map(|e| (e.name, e.data))
+            .collect()
+    }
+}
+
+/// What host operations know about a machine.
+pub fn host_machine(m: &MachineConfig) -> HostMachine {
+    HostMachine {
+        vmem: m.virtio_mem.iter().map(|d| d.id.clone()).collect(),
+        hotplug_ports: m.hotplug_ports,
+        numa: m.numa_nodes > 1,
+    }
+}
+
 /// Runs programs on one guest: `V` is `&Vm` for a borrowed guest, or `Arc<Vm>` for a runner
 /// that lives as long as the guest it shares ownership of (the fuzzer's).
 pub struct Runner<V: std::ops::Deref<Target = Vm> = std::sync::Arc<Vm>> {
     vm: V,
-    ssh: Ssh,
+    agent: Agent,
     /// Host-side device state shared by the programs run on this guest.
     pub host: HostOps,
     log: RunLog,
 }
 
+/// How long a guest's agent may take to answer a new runner.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The run log and per-operation results, as the drive loop reports them.
+struct Recorder<'a> {
+    log: &'a mut RunLog,
+    prog: &'a Program,
+    d: &'a Descriptions,
+    vm: &'a Vm,
+    ops: Vec<OpResult>,
+    cover: BTreeMap<u32, Vec<u64>>,
+    stderr: String,
+}
+
+impl Observer for Recorder<'_> {
+    fn event(&mut self, ev: &Event) {
+        match ev {
+            Event::Start { i, t, kt_ns } => {
+                if let Some(r) = self.ops.get_mut(*i) {
+                    r.started = Some(SystemTime::now());
+                    r.kt_start_ns = Some(*kt_ns);
+                }
+                let text = self
+                    .prog
+                    .ops
+                    .get(*i)
+                    .map(|o| o.print(self.d))
+                    .unwrap_or_default();
+                self.log.line(&format!(
+                    "executing op {i} (thread {t}, guest time {}.{:06}): {text}",
+                    kt_ns / 1_000_000_000,
+                    kt_ns % 1_000_000_000 / 1000
+                ));
+            }
+            Event::Done {
+                i,
+                t,
+                outcome,
+                dur_us,
+                ..
+            } => {
+                self.log.line(&format!(
+                    "op {i} done (thread {t}) in {:.3} ms: {}",
+                    *dur_us as f64 / 1000.0,
+                    describe(outcome)
+                ));
+                if let Some(r) = self.ops.get_mut(*i) {
+                    r.outcome = Some(outcome.clone());
+                    r.duration = Duration::from_micros(*dur_us);
+                }
+            }
+            Event::Cover { t, pcs } => {
+                self.cover.insert(*t, pcs.clone());
+            }
+            Event::Log { msg } => {
+                if let Some(s) = msg.strip_prefix("executor stderr: ") {
+                    self.stderr.push_str(s);
+                    self.stderr.push('\n');
+                }
+                self.log.line(&format!("executor: {msg}"));
+            }
+            _ => {}
+        }
+    }
+
+    fn host_done(&mut self, i: usize, o: &Outcome) {
+        self.log.line(&format!("host op {i} done: {}", describe(o)));
+    }
+
+    fn noise(&mut self, line: &str) {
+        self.log.line(&format!("executor said: {line}"));
+    }
+
+    fn check(&mut self) -> Option<String> {
+        (!self.vm.is_alive()).then(|| "QEMU exited during the program".to_string())
+    }
+}
+
 impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
-    /// A runner for `vm` logging to `run_log` (its own ssh session).
+    /// A runner for `vm` logging to `run_log`: connects to the guest's agent.
     pub fn new(vm: V, run_log: &Path) -> Result<Runner<V>> {
-        let ssh = vm
-            .new_session()
-            .context("opening the runner's ssh session")?;
-        let host = HostOps::new(vm.machine());
+        let agent = Agent::connect(&vm, Instant::now() + AGENT_TIMEOUT)
+            .context("connecting to the guest agent")?;
+        let host = HostOps::new(&host_machine(vm.machine()));
         Ok(Runner {
             vm,
-            ssh,
+            agent,
             host,
             log: RunLog::open(run_log)?,
         })
     }
 
+    /// The guest.
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// The guest's agent.
+    pub fn agent(&self) -> &Agent {
+        &self.agent
+    }
+
     /// The run log.
     pub fn log(&mut self) -> &mut RunLog {
         &mut self.log
+    }
+
+    /// After the guest was restored from a snapshot: the host-side device state goes back to
+    /// the snapshot's (`host`), and the agent's channel is synchronised again.
+    pub fn restored(&mut self, host: HostOps) -> Result<()> {
+        self.host = host;
+        self.agent
+            .resync(Instant::now() + Duration::from_secs(10))
+            .context("the guest agent after the restore")
     }
 
     /// Runs `prog` to its end. Errors are infrastructure failures before the program started;
@@ -200,13 +336,16 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
             .unwrap_or_else(|| Duration::from_millis(prog.deadline_ms(d) + 10_000))
             .min(Duration::from_secs(900));
         let exec = prog.to_exec(d, budget.as_millis() as u64, opts.kcov);
-        let line = serde_json::to_string(&exec).context("encoding the program")? + "\n";
+        let names: Vec<String> = prog.ops.iter().map(|o| o.name.clone()).collect();
+        let start = serde_json::to_string(&Request::Run { program: exec })
+            .context("encoding the program")?
+            + "\n";
         let mark = self.vm.console().mark();
         let started = SystemTime::now();
         let t0 = Instant::now();
         self.log
             .program(&id, prog.ops.len(), prog.threads(), &prog.print(d));
-        let mut ops: Vec<OpResult> = (0..prog.ops.len())
+        let ops: Vec<OpResult> = (0..prog.ops.len())
             .map(|i| OpResult {
                 index: i,
                 thread: prog.ops[i].thread,
@@ -216,147 +355,38 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
                 kt_start_ns: None,
             })
             .collect();
-        let mut cover = BTreeMap::new();
-        let mut abandoned = Vec::new();
-        let mut memory = None;
-        let mut lost = None;
-        let mut stderr = Vec::new();
-        let hard_deadline = t0 + budget + Duration::from_secs(30);
-        {
-            let vm: &Vm = &self.vm;
-            let log = &mut self.log;
-            let host = Mutex::new(&mut self.host);
-            // A guest that does not even let the executor start is an observation (it may
-            // be hung), not a harness error.
-            let started_remote = self.ssh.start(EXECUTOR_GUEST_PATH).and_then(|mut r| {
-                r.write_all(line.as_bytes(), Instant::now() + Duration::from_secs(30))?;
-                Ok(r)
-            });
-            let mut remote = match started_remote {
-                Ok(r) => Some(r),
-                Err(e) => {
-                    lost = Some(format!("cannot start the executor in the guest: {e}"));
-                    None
-                }
-            };
-            let (tx, rx) = mpsc::channel::<(usize, Outcome)>();
-            std::thread::scope(|s| {
-                let Some(remote) = remote.as_mut() else {
-                    return;
-                };
-                let mut buf = Vec::new();
-                let mut ended = false;
-                while !ended {
-                    while let Ok((i, o)) = rx.try_recv() {
-                        log.line(&format!("host op {i} done: {}", describe(&o)));
-                        let reply = serde_json::to_string(&HostReply { i, outcome: o })
-                            .unwrap_or_default()
-                            + "\n";
-                        if let Err(e) = remote
-                            .write_all(reply.as_bytes(), Instant::now() + Duration::from_secs(10))
-                        {
-                            lost = Some(format!("cannot answer host operation {i}: {e}"));
-                            return;
-                        }
-                    }
-                    let chunk = match remote.read(Duration::from_millis(20)) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            lost = Some(format!("lost the executor: {e}"));
-                            break;
-                        }
-                    };
-                    stderr.extend_from_slice(&chunk.stderr);
-                    buf.extend_from_slice(&chunk.stdout);
-                    while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
-                        let raw: Vec<u8> = buf.drain(..=nl).collect();
-                        let text = String::from_utf8_lossy(&raw);
-                        let ev: Event = match serde_json::from_str(text.trim()) {
-                            Ok(e) => e,
-                            Err(_) => {
-                                log.line(&format!("executor said: {}", text.trim()));
-                                continue;
-                            }
-                        };
-                        match ev {
-                            Event::Hello { .. } => {}
-                            Event::Start { i, t, kt_ns } => {
-                                if let Some(r) = ops.get_mut(i) {
-                                    r.started = Some(SystemTime::now());
-                                    r.kt_start_ns = Some(kt_ns);
-                                }
-                                let text = prog.ops.get(i).map(|o| o.print(d)).unwrap_or_default();
-                                log.line(&format!(
-                                    "executing op {i} (thread {t}, guest time {}.{:06}): {text}",
-                                    kt_ns / 1_000_000_000,
-                                    kt_ns % 1_000_000_000 / 1000
-                                ));
-                            }
-                            Event::Done {
-                                i,
-                                t,
-                                outcome,
-                                dur_us,
-                                ..
-                            } => {
-                                log.line(&format!(
-                                    "op {i} done (thread {t}) in {:.3} ms: {}",
-                                    dur_us as f64 / 1000.0,
-                                    describe(&outcome)
-                                ));
-                                if let Some(r) = ops.get_mut(i) {
-                                    r.outcome = Some(outcome);
-                                    r.duration = Duration::from_micros(dur_us);
-                                }
-                            }
-                            Event::Host { i, args } => {
-                                let name =
-                                    prog.ops.get(i).map(|o| o.name.clone()).unwrap_or_default();
-                                let tx = tx.clone();
-                                let host = &host;
-                                s.spawn(move || {
-                                    let o = host
-                                        .lock()
-                                        .unwrap_or_else(|e| e.into_inner())
-                                        .run(vm, &name, &args);
-                                    let _ = tx.send((i, o));
-                                });
-                            }
-                            Event::Cover { t, pcs } => {
-                                cover.insert(t, pcs);
-                            }
-                            Event::Log { msg } => log.line(&format!("executor: {msg}")),
-                            Event::End {
-                                abandoned: a,
-                                memory: m,
-                            } => {
-                                abandoned = a;
-                                memory = m;
-                                ended = true;
-                            }
-                        }
-                    }
-                    if ended {
-                        break;
-                    }
-                    if chunk.eof {
-                        let (st, sig) = remote.exit();
-                        lost = Some(format!(
-                            "the executor exited before finishing (status {st:?}, signal {sig:?}): {}",
-                            String::from_utf8_lossy(&stderr).trim()
-                        ));
-                        break;
-                    }
-                    if !vm.is_alive() {
-                        lost = Some("QEMU exited during the program".into());
-                        break;
-                    }
-                    if Instant::now() >= hard_deadline {
-                        lost = Some(format!("the program did not finish within {budget:?}"));
-                        break;
-                    }
-                }
-            });
+        let vm: &Vm = &self.vm;
+        let mut rec = Recorder {
+            log: &mut self.log,
+            prog,
+            d,
+            vm,
+            ops,
+            cover: BTreeMap::new(),
+            stderr: String::new(),
+        };
+        let driven = {
+            let mut ch = self.agent.channel();
+            drive::drive(
+                &mut *ch,
+                start.as_bytes(),
+                &mut self.host,
+                &names,
+                &QmpMonitor(vm.qmp()),
+                &mut rec,
+                t0 + budget + Duration::from_secs(30),
+            )
+        };
+        let Recorder {
+            ops, cover, stderr, ..
+        } = rec;
+        let mut lost = driven.lost;
+        if lost.is_none() && !driven.hello {
+            lost = Some("the executor did not start".into());
+        }
+        if lost.is_some() {
+            // What the executor still sends belongs to a run given up on.
+            let _ = self.agent.resync(Instant::now() + Duration::from_secs(5));
         }
         let duration = t0.elapsed();
         if let Some(l) = &lost {
@@ -370,11 +400,11 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
             console,
             started,
             duration,
-            abandoned,
+            abandoned: driven.abandoned,
             lost,
             cover,
-            memory,
-            executor_stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            memory: driven.memory,
+            executor_stderr: stderr,
         };
         let summary: Vec<String> = result
             .summary()
@@ -387,5 +417,44 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
             summary.join(", ")
         ));
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::program::desc::Descriptions;
+    use hotfuzz_executor::host::ops::IMPLEMENTED;
+
+    #[test]
+    fn every_described_operation_is_implemented_once_and_vice_versa() {
+        let d = Descriptions::embedded();
+        for op in &d.ops {
+            if op.host {
+                assert!(
+                    IMPLEMENTED.contains(&op.name.as_str()),
+                    "host op {} has no implementation",
+                    op.name
+                );
+                assert!(hotfuzz_executor::ops::find(&op.name).is_none());
+            } else {
+                assert!(
+                    hotfuzz_executor::ops::find(&op.name).is_some(),
+                    "guest op {} is not in the executor's table",
+                    op.name
+                );
+            }
+        }
+        for e in hotfuzz_executor::ops::OPS {
+            let op = d
+                .op(e.name)
+                .unwrap_or_else(|| panic!("executor op {} is not described", e.name));
+            assert!(!op.host, "{} is described as a host op", e.name);
+        }
+        for h in IMPLEMENTED {
+            assert!(
+                d.op(h).is_some_and(|o| o.host),
+                "{h} is not described as a host op"
+            );
+        }
     }
 }

@@ -434,7 +434,14 @@ impl Engine {
                 };
                 (k.clone(), a)
             })
-            .collect();
+            .collect::<BTreeMap<String, ExecArg>>();
+        let mut args = args;
+        if let Some(avail) = mem_available() {
+            args.insert(
+                crate::host::ops::MEM_AVAILABLE.to_string(),
+                ExecArg::Int(avail),
+            );
+        }
         self.emit(&Event::Host { i, args });
         let limit = Duration::from_millis(self.prog.ops[i].timeout_ms) + Duration::from_secs(30);
         let wait = limit.min(self.deadline.saturating_duration_since(Instant::now()) + GRACE);
@@ -446,6 +453,15 @@ impl Engine {
             }
         }
     }
+}
+
+/// `MemAvailable` from /proc/meminfo, in bytes.
+pub fn mem_available() -> Option<u64> {
+    let text = sys::read_file("/proc/meminfo", 8192).ok()?;
+    let text = String::from_utf8_lossy(&text);
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib << 10)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -30,6 +30,10 @@ pub struct ExecProgram {
     /// which operation ran before each kernel message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kmsg_id: Option<String>,
+    /// Report every file write an operation makes as a [`Event::Log`] (`write PATH VALUE:
+    /// result`), for reproducers a person reads.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trace: bool,
 }
 
 /// One operation.
@@ -48,6 +52,9 @@ pub struct ExecOp {
     pub args: BTreeMap<String, ExecArg>,
     /// Deadline in milliseconds; past it the thread is interrupted with a signal.
     pub timeout_ms: u64,
+    /// The operation as program text, for people reading a driver's output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// An argument value.
@@ -185,6 +192,23 @@ pub enum Event {
         /// Text.
         msg: String,
     },
+    /// The agent's answer to [`Request::Sync`]: everything it sent before this is from before
+    /// the request (after a snapshot restore, from another life of the guest).
+    Sync {
+        /// The request's nonce.
+        nonce: u64,
+    },
+    /// The agent's answer to [`Request::Exec`].
+    Exited {
+        /// Exit status (None: killed by a signal, or at the timeout).
+        status: Option<i32>,
+        /// Standard output.
+        stdout: String,
+        /// Standard error.
+        stderr: String,
+        /// The command ran into its timeout and was killed.
+        timed_out: bool,
+    },
     /// The program is over. `abandoned` lists threads left stuck in the kernel.
     End {
         /// Abandoned threads.
@@ -258,6 +282,35 @@ impl BlockSnapshot {
         }
     }
 }
+
+/// Host → guest agent: one request per line on the agent's serial port
+/// (`hotfuzz-executor serve`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "req")]
+pub enum Request {
+    /// Answer with [`Event::Sync`]. A run still going on is given up (its executor is left
+    /// to finish alone).
+    Sync {
+        /// Echoed back.
+        nonce: u64,
+    },
+    /// Run a program: its events follow, and the [`HostReply`] lines the host sends are
+    /// passed to it until its [`Event::End`].
+    Run {
+        /// The program.
+        program: ExecProgram,
+    },
+    /// Run a shell command (`/bin/sh -c`), answered with [`Event::Exited`].
+    Exec {
+        /// The command.
+        cmd: String,
+        /// Killed after this many milliseconds.
+        timeout_ms: u64,
+    },
+}
+
+/// The name of the guest agent's virtio-serial port.
+pub const AGENT_PORT: &str = "hotfuzz.agent";
 
 /// Runner → executor: the result of a host operation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -53,6 +53,21 @@ pub fn open(path: &str, flags: i32) -> SysResult<Fd> {
 /// One `write(2)` of `data` to `path` (opened write-only). Sysfs and debugfs files take a
 /// value per write; a short or interrupted write is reported as is.
 pub fn write_file(path: &str, data: &[u8]) -> SysResult<usize> {
+    let r = write_file_untraced(path, data);
+    if let Some(trace) = TRACE.get() {
+        let shown = String::from_utf8_lossy(&data[..data.len().min(200)]).into_owned();
+        trace(&format!(
+            "write {path} {shown:?}: {}",
+            match &r {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("errno {e}"),
+            }
+        ));
+    }
+    r
+}
+
+fn write_file_untraced(path: &str, data: &[u8]) -> SysResult<usize> {
     let fd = open(path, libc::O_WRONLY)?;
     // SAFETY: data is a valid buffer for its length.
     let n = unsafe { libc::write(fd.0, data.as_ptr().cast(), data.len()) };
@@ -62,6 +77,13 @@ pub fn write_file(path: &str, data: &[u8]) -> SysResult<usize> {
         Ok(n as usize)
     }
 }
+
+/// Where [`write_file`] reports every write when tracing is on (`ExecProgram::trace`): so a
+/// reader of a reproducer's output sees exactly which file got which value.
+pub static TRACE: std::sync::OnceLock<TraceFn> = std::sync::OnceLock::new();
+
+/// What [`TRACE`] holds.
+pub type TraceFn = Box<dyn Fn(&str) + Send + Sync>;
 
 /// Writes a string value.
 pub fn write_str(path: &str, value: &str) -> SysResult<()> {

@@ -33,6 +33,7 @@ fn op(index: usize, thread: u32, name: &str, args: &[(&str, ExecArg)], timeout_m
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
+        text: None,
         timeout_ms,
     }
 }
@@ -57,6 +58,7 @@ fn run(
             kcov: false,
             timeout_ms,
             kmsg_id: None,
+            trace: false,
         },
         sink,
     );

@@ -1,0 +1,245 @@
+//! The guest agent (`hotfuzz-executor serve`): a long-lived process on the virtio-serial port
+//! [`AGENT_PORT`] that runs programs and commands the host asks for. Each program runs in a
+//! child executor (a thread stuck in the kernel must not take the agent with it); its events
+//! go to the port and the host's replies to its stdin until its `end`.
+//!
+//! The port survives a snapshot restore on both sides (the guest's state is restored, the
+//! host's socket stays connected), which is why it, not ssh, is the control channel: after a
+//! restore the host sends [`Request::Sync`] and reads until the answer, dropping whatever the
+//! guest had written in its previous life.
+
+use crate::protocol::{Event, HostReply, Request, AGENT_PORT};
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The device node of the port named `name` (`/sys/class/virtio-ports/vportNpM/name`).
+pub fn find_port(name: &str) -> Option<String> {
+    for e in std::fs::read_dir("/sys/class/virtio-ports").ok()?.flatten() {
+        let n = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+        if n.trim() == name {
+            return Some(format!("/dev/{}", e.file_name().to_string_lossy()));
+        }
+    }
+    None
+}
+
+type Port = Arc<Mutex<File>>;
+
+fn send(port: &Port, ev: &Event) {
+    if let Ok(line) = serde_json::to_string(ev) {
+        let mut p = port.lock().unwrap_or_else(|e| e.into_inner());
+        // A host that is not listening: the event is lost, the agent goes on.
+        let _ = p.write_all(format!("{line}\n").as_bytes());
+        let _ = p.flush();
+    }
+}
+
+/// A program running in a child executor.
+struct Running {
+    stdin: ChildStdin,
+    ended: Arc<AtomicBool>,
+}
+
+/// Serves the host forever (until the port cannot be opened).
+pub fn serve() -> ! {
+    // The agent is infrastructure: the OOM killer should take a program's memory hog, not it
+    // (the child executor makes itself the first choice).
+    let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
+    let dev = loop {
+        match find_port(AGENT_PORT) {
+            Some(d) => break d,
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    let file = match OpenOptions::new().read(true).write(true).open(&dev) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("hotfuzz-executor serve: cannot open {dev}: {e}");
+            std::process::exit(2);
+        }
+    };
+    let reader = BufReader::new(file.try_clone().expect("dup of the port"));
+    let port: Port = Arc::new(Mutex::new(file));
+    let mut run: Option<Running> = None;
+    for line in reader.lines() {
+        let Ok(line) = line else {
+            // The host end closed (QEMU's chardev lost its client): wait for a new one.
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(r) = run.as_mut() {
+            if !r.ended.load(Ordering::SeqCst) && serde_json::from_str::<HostReply>(line).is_ok() {
+                let _ = r.stdin.write_all(format!("{line}\n").as_bytes());
+                continue;
+            }
+        }
+        match serde_json::from_str::<Request>(line) {
+            Ok(Request::Sync { nonce }) => {
+                // Whatever ran is given up: its events no longer reach the host.
+                if let Some(r) = run.take() {
+                    r.ended.store(true, Ordering::SeqCst);
+                }
+                send(&port, &Event::Sync { nonce });
+            }
+            Ok(Request::Run { program }) => {
+                if let Some(r) = run.take() {
+                    r.ended.store(true, Ordering::SeqCst);
+                }
+                match start(&port, &program) {
+                    Ok(r) => run = Some(r),
+                    Err(e) => send(
+                        &port,
+                        &Event::Log {
+                            msg: format!("cannot start the executor: {e}"),
+                        },
+                    ),
+                }
+            }
+            Ok(Request::Exec { cmd, timeout_ms }) => {
+                let ev = exec(&cmd, Duration::from_millis(timeout_ms.max(1)));
+                send(&port, &ev);
+            }
+            Err(e) => send(
+                &port,
+                &Event::Log {
+                    msg: format!("agent: not a request ({e}): {line:.200}"),
+                },
+            ),
+        }
+    }
+    eprintln!("hotfuzz-executor serve: {dev} closed");
+    std::process::exit(1);
+}
+
+/// Starts a child executor on `program`, relaying its events to the port.
+fn start(port: &Port, program: &crate::protocol::ExecProgram) -> std::io::Result<Running> {
+    let mut child = Command::new("/proc/self/exe")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().expect("piped");
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let line = serde_json::to_string(program).map_err(std::io::Error::other)? + "\n";
+    stdin.write_all(line.as_bytes())?;
+    let ended = Arc::new(AtomicBool::new(false));
+    {
+        let port = port.clone();
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stdout).lines() {
+                let Ok(l) = l else { break };
+                if ended.load(Ordering::SeqCst) {
+                    break;
+                }
+                let is_end = l.starts_with("{\"ev\":\"end\"");
+                {
+                    let mut p = port.lock().unwrap_or_else(|e| e.into_inner());
+                    let _ = p.write_all(format!("{l}\n").as_bytes());
+                    let _ = p.flush();
+                }
+                if is_end {
+                    ended.store(true, Ordering::SeqCst);
+                    break;
+                }
+            }
+        });
+    }
+    {
+        let port = port.clone();
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines() {
+                let Ok(l) = l else { break };
+                if !ended.load(Ordering::SeqCst) {
+                    send(
+                        &port,
+                        &Event::Log {
+                            msg: format!("executor stderr: {l}"),
+                        },
+                    );
+                }
+            }
+        });
+    }
+    reap(child);
+    Ok(Running { stdin, ended })
+}
+
+/// Waits for `child` on a thread of its own (a child stuck in the kernel is reaped whenever it
+/// finally exits).
+fn reap(mut child: Child) {
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+}
+
+/// Runs `cmd` with `/bin/sh -c`, killing it at `timeout`.
+fn exec(cmd: &str, timeout: Duration) -> Event {
+    let child = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            return Event::Exited {
+                status: None,
+                stdout: String::new(),
+                stderr: format!("cannot run /bin/sh: {e}"),
+                timed_out: false,
+            }
+        }
+    };
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let o = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.by_ref().take(1 << 20).read_to_end(&mut v);
+        v
+    });
+    let e = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.by_ref().take(1 << 20).read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let (status, timed_out) = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break (s.code(), false),
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                reap(child);
+                break (None, true);
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(_) => break (None, false),
+        }
+    };
+    // A killed command's grandchildren may keep its pipes open: do not wait for them.
+    let take = |h: std::thread::JoinHandle<Vec<u8>>| {
+        if timed_out {
+            String::new()
+        } else {
+            String::from_utf8_lossy(&h.join().unwrap_or_default()).into_owned()
+        }
+    };
+    Event::Exited {
+        status,
+        stdout: take(o),
+        stderr: take(e),
+        timed_out,
+    }
+}
