@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the ci/ scripts: install Debian packages as root, or print the command.
 # usage: ensure_packages SCRIPT_NAME PKG...
 ensure_packages() {

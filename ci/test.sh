@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ci/setup.sh
+shellcheck -S warning -x -P ci ci/*.sh harness/src/repro/repro-runtime.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -2,6 +2,8 @@
 //! planted bug): mutators, feedback, objective wiring, determinism, and resuming after the
 //! fuzzer is killed with SIGKILL. The same loop on real guests is `fuzz_on_guest.rs`.
 
+mod common;
+
 use hotfuzz::fuzz::engine::{self, ClientOutcome, ClientParams};
 use hotfuzz::fuzz::features;
 use hotfuzz::fuzz::input::ProgInput;
@@ -218,19 +220,6 @@ fn campaign(p: &ClientParams, delay: Duration) -> (ClientOutcome, Log) {
     (o, log)
 }
 
-fn corpus_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn the_loop_finds_the_planted_bug_and_keeps_one_solution_per_title() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,14 +238,14 @@ fn the_loop_finds_the_planted_bug_and_keeps_one_solution_per_title() {
     // One solution for the title however often it was hit; the count says how often.
     assert_eq!(o.solutions, 1, "{:?}", o.titles);
     assert_eq!(o.titles, vec![(BUG.to_string(), hits as u64)]);
-    let sols = corpus_files(&dir.path().join("solutions"));
+    let sols = common::dir_files(&dir.path().join("solutions"));
     assert_eq!(sols.len(), 1);
     let sol = std::fs::read_to_string(&sols[0]).unwrap();
     assert!(sol.contains("memblock_"), "{sol}");
     // Feedback: programs reaching new states were kept, and every kept one is a valid
     // program on disk (the corpus directory is the corpus).
     assert!(o.corpus > 10, "corpus {}", o.corpus);
-    let files = corpus_files(&dir.path().join("corpus"));
+    let files = common::dir_files(&dir.path().join("corpus"));
     assert_eq!(files.len(), o.corpus);
     let d = Descriptions::embedded();
     for f in &files {
@@ -325,7 +314,7 @@ fn resume_after_sigkill_loses_nothing() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while corpus_files(&w.corpus()).len() < 25 {
+    while common::dir_files(&w.corpus()).len() < 25 {
         assert!(
             std::time::Instant::now() < deadline,
             "the child fuzzer made no corpus"
@@ -335,7 +324,7 @@ fn resume_after_sigkill_loses_nothing() {
     // SAFETY: killing our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    let before = corpus_files(&w.corpus());
+    let before = common::dir_files(&w.corpus());
     let d = Descriptions::embedded();
     for f in &before {
         // Written atomically: a file is whole or absent, never half a program.
@@ -351,7 +340,7 @@ fn resume_after_sigkill_loses_nothing() {
     // A second campaign picks the corpus up again...
     let resume = prepare_resume(&w).unwrap();
     assert_eq!(names(&resume), names(&before));
-    assert!(corpus_files(&w.corpus()).is_empty());
+    assert!(common::dir_files(&w.corpus()).is_empty());
     let mut p = params(dir.path(), 6, Some(resume.len() as u64 + 20));
     p.resume = resume.clone();
     let (o, log) = campaign(&p, Duration::ZERO);
@@ -367,7 +356,7 @@ fn resume_after_sigkill_loses_nothing() {
     // solutions) moved back when the campaign ends.
     finish_resume(&w).unwrap();
     assert!(!w.resume().exists());
-    let after = names(&corpus_files(&w.corpus()));
+    let after = names(&common::dir_files(&w.corpus()));
     for n in names(&before) {
         assert!(after.contains(&n), "{n} was lost");
     }

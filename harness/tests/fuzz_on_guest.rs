@@ -3,6 +3,8 @@
 //! from outside counts an infrastructure failure, boots a new guest and goes on without
 //! filing a report about it; and no QEMU outlives a campaign.
 
+mod common;
+
 use hotfuzz::fuzz::config::{default_profiles, FuzzConfig};
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
@@ -32,19 +34,6 @@ fn config(dir: &Path, max_execs: u64) -> FuzzConfig {
     }
 }
 
-fn files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[test]
 fn a_short_campaign_finds_the_planted_warning() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -71,7 +60,7 @@ fn a_short_campaign_finds_the_planted_warning() {
         root: cfg.workdir.clone(),
     };
     let d = Descriptions::embedded();
-    let sols = files(&w.solutions());
+    let sols = common::dir_files(&w.solutions());
     assert!(
         !sols.is_empty() && sols.len() <= s.reports.len(),
         "{sols:?}"

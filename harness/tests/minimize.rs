@@ -12,6 +12,7 @@ use hotfuzz::repro::minimize::{
     Oracle, RunOutcome,
 };
 use hotfuzz::repro::plant::interleave;
+use hotfuzz::repro::plant::orphans;
 use hotfuzz_vm::{Arch, MachineConfig};
 use rand::{Rng, SeedableRng};
 use std::collections::BTreeSet;
@@ -142,7 +143,7 @@ fn planted_with(seed: u64, noise_ops: usize, hotplug_noise: bool) -> Program {
         }
     }
     // Dropping hotplug ops may orphan references: drop their users too.
-    let bad = invalid_refs(&noise).into_iter().collect();
+    let bad = orphans(&noise).into_iter().collect();
     let mut noise = remove_ops(&vec![noise], &bad).pop().unwrap_or_default();
     noise.ops.truncate(noise_ops);
     assert_eq!(noise.ops.len(), noise_ops);
@@ -151,25 +152,6 @@ fn planted_with(seed: u64, noise_ops: usize, hotplug_noise: bool) -> Program {
     p.validate(&d).unwrap();
     assert!(fires(&vec![p.clone()]).is_some());
     p
-}
-
-fn invalid_refs(p: &Program) -> Vec<usize> {
-    let mut defined = BTreeSet::new();
-    let mut bad = Vec::new();
-    for (i, op) in p.ops.iter().enumerate() {
-        if op
-            .args
-            .iter()
-            .any(|a| matches!(a, Arg::Ref(r) if !defined.contains(r)))
-        {
-            bad.push(i);
-            continue;
-        }
-        if let Some(r) = op.ret {
-            defined.insert(r);
-        }
-    }
-    bad
 }
 
 #[test]

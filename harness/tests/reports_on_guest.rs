@@ -3,6 +3,8 @@
 //! deduplicates; a stuck offline is caught both by the harness (stuck operation) and by the
 //! kernel's hung task detector; a guest that dies mid-program is reported as such.
 
+mod common;
+
 use hotfuzz::judge::symbolize::Symbolizer;
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
@@ -13,14 +15,7 @@ use hotfuzz::store::Store;
 use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
 use std::time::{Duration, Instant};
 
-const REONLINE: &str = "virtio_mem_resize(dev=0x0, size=0x10000000)
-virtio_mem_wait(dev=0x0, ms=0x2710)
-r0 = memblock_find(which=\"movable\", nth=0x0)
-memblock_state(block=r0, state=\"offline\")
-memblock_state(block=r0, state=\"online_movable\")
-memblock_state(block=r0, state=\"offline\")
-memblock_state(block=r0, state=\"online_movable\")
-";
+const REONLINE: &str = common::WARN_REONLINE;
 
 const STUCK: &str = "r0 = memblock_find(which=\"movable\", nth=0x1)
 memblock_state(block=r0, state=\"offline\")

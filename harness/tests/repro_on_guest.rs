@@ -1,7 +1,9 @@
 //! `hotfuzz repro` on real TCG guests: a 40+ operation generated program with the bug zoo's
 //! warn_reonline trigger planted in it is minimized to the trigger's length (+1 at most), its
 //! report directory gets repro.prog, repro.log and the reliability, and the generated
-//! `repro.sh` reproduces the bug with QEMU, bash and ssh alone.
+//! `repro.sh` reproduces the bug with QEMU, bash and the executor binary alone.
+
+mod common;
 
 use hotfuzz::fuzz::config::{default_profiles, FuzzConfig};
 use hotfuzz::program::desc::Descriptions;
@@ -12,19 +14,10 @@ use hotfuzz::repro::minimize::{family, ops, remove_ops, Options};
 use hotfuzz::repro::{reproduce, ReproOptions};
 use hotfuzz::run::guest::GuestConfig;
 use hotfuzz_vm::{AccelChoice, Arch, MachineConfig};
-use std::collections::BTreeSet;
 use std::time::Duration;
 
-/// The planted bug's trigger: plug, then offline/online one block twice (7 operations).
-const TRIGGER: &str = "\
-virtio_mem_resize(dev=0x0, size=0x10000000)
-virtio_mem_wait(dev=0x0, ms=0x2710)
-r0 = memblock_find(which=\"movable\", nth=0x0)
-memblock_state(block=r0, state=\"offline\")
-memblock_state(block=r0, state=\"online_movable\")
-memblock_state(block=r0, state=\"offline\")
-memblock_state(block=r0, state=\"online_movable\")
-";
+/// The planted bug's trigger.
+const TRIGGER: &str = common::WARN_REONLINE;
 
 /// Generated workload operations (no hotplug, pins, injection or hwpoison, which could keep
 /// the block from going offline and hide the bug), with the trigger spread among them.
@@ -41,19 +34,7 @@ fn planted(noise_ops: usize) -> Program {
         }
     }
     // References to dropped producers go too.
-    let mut defined = BTreeSet::new();
-    let mut bad = BTreeSet::new();
-    for (i, op) in noise.ops.iter().enumerate() {
-        let orphan = op
-            .args
-            .iter()
-            .any(|a| matches!(a, hotfuzz::program::prog::Arg::Ref(r) if !defined.contains(r)));
-        if orphan {
-            bad.insert(i);
-        } else if let Some(r) = op.ret {
-            defined.insert(r);
-        }
-    }
+    let bad = hotfuzz::repro::plant::orphans(&noise);
     let mut noise = remove_ops(&vec![noise], &bad).pop().unwrap();
     noise.ops.truncate(noise_ops);
     assert_eq!(noise.ops.len(), noise_ops, "not enough generated noise");
@@ -61,14 +42,6 @@ fn planted(noise_ops: usize) -> Program {
     let p = hotfuzz::repro::plant::interleave(&noise, &trig);
     p.validate(&d).unwrap();
     p
-}
-
-fn qemu_left(name: &str) -> bool {
-    std::process::Command::new("pgrep")
-        .args(["-f", name])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 #[test]
@@ -145,7 +118,7 @@ fn a_planted_bug_is_minimized_and_repro_sh_reproduces_it_without_hotfuzz() {
         .unwrap()
         .contains("came online a third time"));
     assert!(
-        !qemu_left("hotfuzz-repro0"),
+        !common::process_left("hotfuzz-repro0"),
         "a guest outlived hotfuzz repro"
     );
 
@@ -169,10 +142,16 @@ fn a_planted_bug_is_minimized_and_repro_sh_reproduces_it_without_hotfuzz() {
         stdout.contains("REPRODUCED: WARNING in bugzoo_warn_reonline"),
         "{stdout}\n{stderr}"
     );
-    assert!(!qemu_left("hotfuzz-repro"), "repro.sh left QEMU running");
+    assert!(
+        !common::process_left("hotfuzz-repro"),
+        "repro.sh left QEMU running"
+    );
     // The script holds no operation's logic; the executor shows what each operation wrote.
     let text = std::fs::read_to_string(&script).unwrap();
-    assert!(!text.contains("memory/memory"), "an operation's logic in repro.sh");
+    assert!(
+        !text.contains("memory/memory"),
+        "an operation's logic in repro.sh"
+    );
     assert!(
         stdout.contains("write /sys/devices/system/memory/memory")
             && stdout.contains("\"offline\": ok"),

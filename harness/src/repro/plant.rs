@@ -4,6 +4,25 @@
 use crate::program::gen::next_ret_number;
 use crate::program::prog::{Arg, Program};
 
+/// Operations of `p` that refer to a result no earlier operation produces (after some
+/// operations were cut out): the ones to drop too.
+pub fn orphans(p: &Program) -> std::collections::BTreeSet<usize> {
+    let mut defined = std::collections::BTreeSet::new();
+    let mut bad = std::collections::BTreeSet::new();
+    for (i, op) in p.ops.iter().enumerate() {
+        if op
+            .args
+            .iter()
+            .any(|a| matches!(a, Arg::Ref(r) if !defined.contains(r)))
+        {
+            bad.insert(i);
+        } else if let Some(r) = op.ret {
+            defined.insert(r);
+        }
+    }
+    bad
+}
+
 /// `noise` with the operations of `trigger` spread evenly among its operations, in order.
 /// The trigger's results are renamed after the noise's so nothing collides; its operations
 /// keep their threads.
