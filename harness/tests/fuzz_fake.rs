@@ -122,6 +122,9 @@ impl Target for FakeTarget {
                 duration: Duration::ZERO,
                 started: None,
                 kt_start_ns: None,
+                kt_end_ns: None,
+                runs: 1,
+                oks: 1,
             });
         }
         let mut memory: Vec<BlockSnapshot> = online
@@ -188,6 +191,7 @@ fn params(dir: &Path, seed: u64, max_execs: Option<u64>) -> ClientParams {
         resume: Vec::new(),
         seeds: Vec::new(),
         generate: 4,
+        race_rate: 0.4,
         program_len: 8,
         max_len: 24,
         seed,

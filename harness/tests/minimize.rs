@@ -136,6 +136,8 @@ fn planted_with(seed: u64, noise_ops: usize, hotplug_noise: bool) -> Program {
     let d = Descriptions::embedded();
     let st = GuestState::model(&MachineConfig::new(Arch::X86_64));
     let mut g = Generator::new(&d, &st, seed);
+    // Plain programs: the noise must not be a race of its own.
+    g.race_rate = 0.0;
     let mut noise = Program::default();
     for op in g.generate(noise_ops * 4).ops {
         if hotplug_noise || hotfuzz::repro::minimize::family(&d, &op.name) != "hotplug" {

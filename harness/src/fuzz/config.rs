@@ -103,6 +103,9 @@ pub struct FuzzConfig {
     pub generate: usize,
     /// Length of generated programs.
     pub program_len: usize,
+    /// Chance that a generated program is a race: movers repeated on a memory block found at
+    /// run time while a PFN walker loops on another thread (0 to 1).
+    pub race_rate: f64,
     /// Longest program mutations may make.
     pub max_len: usize,
     /// Programs a guest runs before it is rebooted (it is rebooted after any report anyway).
@@ -146,6 +149,7 @@ impl Default for FuzzConfig {
             seeds: vec!["embedded".into()],
             generate: 4,
             program_len: 12,
+            race_rate: crate::program::gen::RACE_RATE,
             max_len: 40,
             restart_every: 100,
             settle: "10s".into(),
@@ -243,6 +247,9 @@ impl FuzzConfig {
                 self.program_len,
                 self.max_len
             );
+        }
+        if !(0.0..=1.0).contains(&self.race_rate) {
+            bail!("race_rate must be between 0 and 1, not {}", self.race_rate);
         }
         if self.restart_every == 0 {
             bail!("restart_every must be at least 1");

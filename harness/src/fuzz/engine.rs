@@ -55,6 +55,8 @@ pub struct ClientParams {
     pub generate: usize,
     /// Generated program length.
     pub program_len: usize,
+    /// Chance that a generated program is a race.
+    pub race_rate: f64,
     /// Longest program.
     pub max_len: usize,
     /// Random seed.
@@ -146,8 +148,11 @@ where
     let mutator = SingleChoiceScheduledMutator::new(mutators::all(
         &p.d,
         &guest_state,
-        p.program_len,
-        p.max_len,
+        mutators::GenSettings {
+            len: p.program_len,
+            max_len: p.max_len,
+            race_rate: p.race_rate,
+        },
     ));
     let mut stages = tuple_list!(StdMutationalStage::with_max_iterations(
         mutator,
@@ -202,7 +207,9 @@ where
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
             let seed = p.seed ^ ((p.client as u64) << 32) ^ n as u64;
-            let prog = Generator::new(&p.d, &st, seed).generate(p.program_len);
+            let mut g = Generator::new(&p.d, &st, seed);
+            g.race_rate = p.race_rate;
+            let prog = g.generate(p.program_len);
             let i = ProgInput::new(prog);
             if state.corpus().count() == 0 && n >= p.generate {
                 // Something to start from, even if nothing was interesting (or everything

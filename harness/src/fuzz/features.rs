@@ -12,7 +12,12 @@
 //! - the memory block state vector the program left behind (each block's state, and how many
 //!   blocks are in each state);
 //! - kernel message templates printed during the run (numbers and addresses removed), so a
-//!   new kernel path that logs something counts.
+//!   new kernel path that logs something counts;
+//! - overlaps: operation A on one thread was running while operation B ran on another (from
+//!   the executor's guest-clock start and end times), and whether they worked on the same
+//!   object. A race needs its two sides to overlap; programs whose threads really did are kept
+//!   and mutated further;
+//! - how often a repeated operation ran and succeeded (in buckets).
 
 use crate::program::prog::{Arg, Program};
 use crate::run::runner::RunResult;
@@ -104,13 +109,21 @@ pub fn features(prog: &Program, r: &RunResult) -> Vec<u64> {
         if let Some((pn, pc)) = last_in_thread.get(&o.thread) {
             f.push(h(("seq", pn, pc, name, &class)));
         }
-        if matches!(o.outcome, Some(Outcome::Ok { .. })) {
+        let oks = if o.runs > 1 {
+            o.oks
+        } else {
+            u32::from(matches!(o.outcome, Some(Outcome::Ok { .. })))
+        };
+        if oks > 0 {
             if let Some(obj) = object(prog, o.index, &values) {
                 let key = (name.clone(), strings(prog, o.index), obj);
                 let n = depth.entry(key.clone()).or_insert(0u32);
-                *n += 1;
+                *n += oks;
                 f.push(h(("depth", &key.0, &key.1, bucket(*n))));
             }
+        }
+        if o.runs > 1 {
+            f.push(h(("runs", name, &class, bucket(o.runs), bucket(o.oks))));
         }
         if let Some(Outcome::Ok { val: Some(v) }) = &o.outcome {
             if let Some(r) = prog.ops[o.index].ret {
@@ -119,6 +132,7 @@ pub fn features(prog: &Program, r: &RunResult) -> Vec<u64> {
         }
         last_in_thread.insert(o.thread, (name.clone(), class));
     }
+    f.extend(overlaps(prog, r, &values));
     if let Some(mem) = &r.memory {
         let mut counts = [0u32; 4];
         for b in mem {
@@ -158,6 +172,45 @@ pub fn features(prog: &Program, r: &RunResult) -> Vec<u64> {
     f
 }
 
+/// Pairs of operations on different threads whose runs overlapped in (guest) time: by name
+/// and mode, and again when they worked on the same object.
+fn overlaps(
+    prog: &Program,
+    r: &RunResult,
+    values: &std::collections::HashMap<u32, u64>,
+) -> Vec<u64> {
+    let spans: Vec<(usize, u32, u64, u64)> = r
+        .ops
+        .iter()
+        .filter_map(|o| Some((o.index, o.thread, o.kt_start_ns?, o.kt_end_ns?)))
+        .collect();
+    let mut f = Vec::new();
+    for (a, &(i, ti, si, ei)) in spans.iter().enumerate() {
+        for &(j, tj, sj, ej) in &spans[a + 1..] {
+            if ti == tj || si >= ej || sj >= ei {
+                continue;
+            }
+            let (x, y) = if prog.ops[i].name <= prog.ops[j].name {
+                (i, j)
+            } else {
+                (j, i)
+            };
+            let key = (
+                &prog.ops[x].name,
+                strings(prog, x),
+                &prog.ops[y].name,
+                strings(prog, y),
+            );
+            f.push(h(("overlap", &key)));
+            let (ox, oy) = (object(prog, x, values), object(prog, y, values));
+            if ox.is_some() && ox == oy {
+                f.push(h(("overlap-same", &key)));
+            }
+        }
+    }
+    f
+}
+
 /// Index of a feature (or a KCOV PC) in a map of [`MAP_SIZE`].
 pub fn index(feature: u64) -> usize {
     // Spread the bits: PCs share their high bits.
@@ -189,6 +242,9 @@ mod tests {
                     duration: Duration::ZERO,
                     started: None,
                     kt_start_ns: None,
+                    kt_end_ns: None,
+                    runs: 1,
+                    oks: 0,
                 })
                 .collect(),
             console: console
@@ -218,6 +274,30 @@ mod tests {
             &d,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn overlapping_threads_are_a_feature() {
+        let d = Descriptions::embedded();
+        let p = Program::parse(
+            "memblock_state(block=0x21, state=\"offline\")\nsplit_huge_pages_all() (thread: 1)\n",
+            &d,
+        )
+        .unwrap();
+        let ok = Outcome::Ok { val: None };
+        let mut r = run(&[ok.clone(), ok], None, &[]);
+        r.ops[1].thread = 1;
+        let span = |r: &mut RunResult, i: usize, s: u64, e: u64| {
+            r.ops[i].kt_start_ns = Some(s);
+            r.ops[i].kt_end_ns = Some(e);
+        };
+        span(&mut r, 0, 100, 200);
+        span(&mut r, 1, 300, 400);
+        let apart = features(&p, &r);
+        span(&mut r, 1, 150, 400);
+        let together = features(&p, &r);
+        assert!(together.len() > apart.len());
+        assert!(apart.iter().all(|x| together.contains(x)));
     }
 
     #[test]

@@ -28,33 +28,40 @@ pub enum Kind {
     Generate,
 }
 
+/// How programs are generated and how long mutations may make them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GenSettings {
+    /// Operations in a generated program (about).
+    pub len: usize,
+    /// Operations a mutated program may have at most.
+    pub max_len: usize,
+    /// Chance that a generated program is a race.
+    pub race_rate: f64,
+}
+
 /// One kind of program mutation.
 pub struct ProgMutator {
     kind: Kind,
     name: Cow<'static, str>,
     d: Arc<Descriptions>,
     state: SharedState,
-    len: usize,
-    max_len: usize,
+    gen: GenSettings,
 }
 
 impl ProgMutator {
-    /// A mutator of `kind`; generated programs have about `len` operations, mutated ones at
-    /// most `max_len`.
+    /// A mutator of `kind`, generating and mutating as `gen` says.
     pub fn new(
         kind: Kind,
         d: Arc<Descriptions>,
         state: SharedState,
-        len: usize,
-        max_len: usize,
+        gen: GenSettings,
     ) -> ProgMutator {
         ProgMutator {
             name: Cow::Owned(format!("{kind:?}")),
             kind,
             d,
             state,
-            len,
-            max_len,
+            gen,
         }
     }
 }
@@ -77,9 +84,11 @@ where
         let seed = state.rand_mut().next();
         let st = self.state.read().unwrap_or_else(|e| e.into_inner()).clone();
         let mut g = Generator::new(&self.d, &st, seed);
+        g.race_rate = self.gen.race_rate;
+        let max_len = self.gen.max_len;
         let changed = match self.kind {
             Kind::Generate => {
-                input.prog = g.generate(self.len);
+                input.prog = g.generate(self.gen.len);
                 true
             }
             Kind::Mutate(Mutation::Splice) => {
@@ -96,10 +105,10 @@ where
                     &mut g,
                     &self.d,
                     Some(&other.prog),
-                    self.max_len,
+                    max_len,
                 )
             }
-            Kind::Mutate(m) => apply(m, &mut input.prog, &mut g, &self.d, None, self.max_len),
+            Kind::Mutate(m) => apply(m, &mut input.prog, &mut g, &self.d, None, max_len),
         };
         Ok(if changed {
             MutationResult::Mutated
@@ -123,9 +132,14 @@ where
 pub fn all(
     d: &Arc<Descriptions>,
     state: &SharedState,
-    len: usize,
-    max_len: usize,
+    gen: GenSettings,
 ) -> libafl_bolts::tuples::tuple_list_type!(
+    ProgMutator,
+    ProgMutator,
+    ProgMutator,
+    ProgMutator,
+    ProgMutator,
+    ProgMutator,
     ProgMutator,
     ProgMutator,
     ProgMutator,
@@ -138,7 +152,7 @@ pub fn all(
     ProgMutator,
     ProgMutator
 ) {
-    let m = |k: Kind| ProgMutator::new(k, d.clone(), state.clone(), len, max_len);
+    let m = |k: Kind| ProgMutator::new(k, d.clone(), state.clone(), gen);
     libafl_bolts::tuples::tuple_list!(
         m(Kind::Mutate(Mutation::Insert)),
         m(Kind::Mutate(Mutation::Insert)),
@@ -150,6 +164,12 @@ pub fn all(
         m(Kind::Mutate(Mutation::Splice)),
         m(Kind::Mutate(Mutation::Duplicate)),
         m(Kind::Mutate(Mutation::Duplicate)),
+        m(Kind::Mutate(Mutation::Repeat)),
+        m(Kind::Mutate(Mutation::Times)),
+        m(Kind::Mutate(Mutation::Unrepeat)),
+        m(Kind::Mutate(Mutation::Loop)),
+        m(Kind::Mutate(Mutation::Replace)),
+        m(Kind::Generate),
         m(Kind::Generate)
     )
 }

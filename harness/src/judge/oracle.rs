@@ -143,6 +143,9 @@ mod tests {
                     duration: Duration::ZERO,
                     started: None,
                     kt_start_ns: None,
+                    kt_end_ns: None,
+                    runs: 1,
+                    oks: 0,
                 })
                 .collect(),
             console: Vec::new(),

@@ -1,10 +1,13 @@
 //! Program mutations: insert, remove, swap, change an argument, move an operation to another
-//! thread, splice two programs. Every mutation leaves a valid program: references that lose
-//! their producer become literals (or their operation goes), results stay numbered in order.
+//! thread, splice two programs, and the repetition ones: repeat a run as a block, change how
+//! often a block repeats, undo a block, loop a thread's last operation or stop looping it.
+//! Every mutation leaves a valid program: references that lose their producer become literals
+//! (or their operation goes), results stay numbered in order, blocks and loops keep their
+//! shape.
 
 use crate::program::desc::{ArgType, Descriptions};
 use crate::program::gen::{available, canonicalize, next_ret_number, threads_of, Generator};
-use crate::program::prog::{Arg, Program};
+use crate::program::prog::{Arg, Program, Rep};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::collections::HashMap;
@@ -27,6 +30,16 @@ pub enum Mutation {
     /// A short run of operations repeated right after itself (offline/online cycles, plug
     /// and unplug again: the hotplug state machine is walked by repetition).
     Duplicate,
+    /// A short run of one thread's operations made a repeated block.
+    Repeat,
+    /// A block repeats more or less often.
+    Times,
+    /// A block runs once again.
+    Unrepeat,
+    /// A thread's last operation loops (or stops looping).
+    Loop,
+    /// A walker or mover replaced by another of its kind (the other side of a race kept).
+    Replace,
 }
 
 /// All mutation kinds.
@@ -38,6 +51,11 @@ pub const ALL: &[Mutation] = &[
     Mutation::MoveThread,
     Mutation::Splice,
     Mutation::Duplicate,
+    Mutation::Repeat,
+    Mutation::Times,
+    Mutation::Unrepeat,
+    Mutation::Loop,
+    Mutation::Replace,
 ];
 
 /// Applies mutation `m`; returns false when it could not apply (e.g. nothing to remove).
@@ -60,9 +78,17 @@ pub fn apply(
             None => false,
         },
         Mutation::Duplicate => duplicate(p, g, max_len),
+        Mutation::Repeat => repeat(p, g),
+        Mutation::Times => times(p, g),
+        Mutation::Unrepeat => unrepeat(p, g),
+        Mutation::Loop => toggle_loop(p, g),
+        Mutation::Replace => replace(p, g, d),
     };
     if changed {
+        p.normalize_reps();
         repair(p, g, d);
+        // Repairs may remove operations: number the blocks that are left again.
+        p.normalize_reps();
         canonicalize(p);
     }
     changed
@@ -90,10 +116,144 @@ fn insert(p: &mut Program, g: &mut Generator, max_len: usize) -> bool {
         return false;
     }
     let at = g.rng.gen_range(0..=p.ops.len());
+    // Inside a block the new operation joins it (same thread, same count).
+    let inside = at > 0
+        && at < p.ops.len()
+        && matches!(p.ops[at - 1].rep, Rep::Block { .. })
+        && p.ops[at - 1].rep == p.ops[at].rep;
     let threads: Vec<u32> = threads_of(p).into_iter().collect();
-    let t = threads.choose(&mut g.rng).copied().unwrap_or(0);
-    let ops = g.gen_op(p, at, t);
+    let t = if inside {
+        p.ops[at].thread
+    } else {
+        threads.choose(&mut g.rng).copied().unwrap_or(0)
+    };
+    let mut ops = g.gen_op(p, at, t);
+    if inside {
+        let rep = p.ops[at].rep;
+        for o in &mut ops {
+            o.rep = rep;
+        }
+    }
     p.ops.splice(at..at, ops);
+    true
+}
+
+fn repeat(p: &mut Program, g: &mut Generator) -> bool {
+    let once: Vec<usize> = (0..p.ops.len())
+        .filter(|&i| p.ops[i].rep == Rep::Once)
+        .collect();
+    let Some(&start) = once.choose(&mut g.rng) else {
+        return false;
+    };
+    let thread = p.ops[start].thread;
+    let want = g.rng.gen_range(1..=4);
+    let mut end = start;
+    while end < p.ops.len()
+        && end - start < want
+        && p.ops[end].thread == thread
+        && p.ops[end].rep == Rep::Once
+    {
+        end += 1;
+    }
+    let times = *[2u32, 4, 8, 16, 32, 64]
+        .choose(&mut g.rng)
+        .expect("non-empty");
+    let block = u32::MAX - 1;
+    for o in &mut p.ops[start..end] {
+        o.rep = Rep::Block { block, times };
+    }
+    true
+}
+
+fn blocks(p: &Program) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = p
+        .ops
+        .iter()
+        .filter_map(|o| match o.rep {
+            Rep::Block { block, times } => Some((block, times)),
+            _ => None,
+        })
+        .collect();
+    v.dedup();
+    v
+}
+
+fn times(p: &mut Program, g: &mut Generator) -> bool {
+    let Some(&(block, t)) = blocks(p).choose(&mut g.rng) else {
+        return false;
+    };
+    let new = match g.rng.gen_range(0..3) {
+        0 => t.saturating_mul(2),
+        1 => t / 2,
+        _ => g.rng.gen_range(2..=128),
+    }
+    .clamp(2, crate::program::prog::MAX_TIMES);
+    if new == t {
+        return false;
+    }
+    for o in &mut p.ops {
+        if o.rep == (Rep::Block { block, times: t }) {
+            o.rep = Rep::Block { block, times: new };
+        }
+    }
+    true
+}
+
+fn unrepeat(p: &mut Program, g: &mut Generator) -> bool {
+    let Some(&(block, t)) = blocks(p).choose(&mut g.rng) else {
+        return false;
+    };
+    for o in &mut p.ops {
+        if o.rep == (Rep::Block { block, times: t }) {
+            o.rep = Rep::Once;
+        }
+    }
+    true
+}
+
+fn replace(p: &mut Program, g: &mut Generator, d: &Descriptions) -> bool {
+    let with_role: Vec<usize> = (0..p.ops.len())
+        .filter(|&i| d.op(&p.ops[i].name).is_some_and(|o| !o.roles.is_empty()))
+        .collect();
+    let Some(&i) = with_role.choose(&mut g.rng) else {
+        return false;
+    };
+    let roles = d
+        .op(&p.ops[i].name)
+        .map(|o| o.roles.clone())
+        .unwrap_or_default();
+    let Some(&role) = roles.choose(&mut g.rng) else {
+        return false;
+    };
+    let Some(new) = g.replace_with_role(p, i, role) else {
+        return false;
+    };
+    p.ops.splice(i..=i, new);
+    true
+}
+
+fn toggle_loop(p: &mut Program, g: &mut Generator) -> bool {
+    // The last operation of a thread: loop it, or stop looping it.
+    let lasts: Vec<usize> = threads_of(p)
+        .into_iter()
+        .filter_map(|t| p.ops.iter().rposition(|o| o.thread == t))
+        .collect();
+    let Some(&i) = lasts.choose(&mut g.rng) else {
+        return false;
+    };
+    p.ops[i].rep = match p.ops[i].rep {
+        Rep::Loop => Rep::Once,
+        _ => Rep::Loop,
+    };
+    // Nothing may use a loop's result.
+    if p.ops[i].rep == Rep::Loop {
+        if let Some(r) = p.ops[i].ret {
+            if p.ops.iter().any(|o| o.args.contains(&Arg::Ref(r))) {
+                p.ops[i].rep = Rep::Once;
+                return false;
+            }
+        }
+    }
     true
 }
 
@@ -196,6 +356,10 @@ fn duplicate(p: &mut Program, g: &mut Generator, max_len: usize) -> bool {
     let most = (p.ops.len() - start).min(4).min(max_len - p.ops.len());
     let len = g.rng.gen_range(1..=most);
     let mut copy: Vec<crate::program::prog::Op> = p.ops[start..start + len].to_vec();
+    for o in &mut copy {
+        // A copy of a loop or of part of a block runs once where it lands.
+        o.rep = Rep::Once;
+    }
     // The copies produce new results; references to results made inside the copied run
     // follow them, references to earlier results stay.
     let mut next = next_ret_number(p);
@@ -272,7 +436,10 @@ pub fn repair(p: &mut Program, g: &mut Generator, d: &Descriptions) {
                 }
             }
             if let (Some(r), Some(res)) = (op.ret, desc.ret.clone()) {
-                defined.insert(r, res);
+                // A loop's result is never there to use.
+                if op.rep != Rep::Loop {
+                    defined.insert(r, res);
+                }
             }
         }
         let Some((i, j)) = bad else { return };

@@ -17,10 +17,12 @@
 //! 5. dropping whole threads, then moving everything to one thread;
 //! 6. delta debugging over operations (chunks of halving size; a removed producer takes its
 //!    consumers with it);
-//! 7. simplifying arguments (smaller sizes and counts, first candidates).
+//! 7. simplifying repetition: blocks repeated fewer times (halving), then not at all, loops
+//!    run once (a race that needs them keeps them);
+//! 8. simplifying arguments (smaller sizes and counts, first candidates).
 
 use crate::program::desc::{ArgType, Descriptions};
-use crate::program::prog::{Arg, Program};
+use crate::program::prog::{Arg, Program, Rep};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -236,7 +238,9 @@ pub fn remove_ops(c: &Candidate, drop: &BTreeSet<usize>) -> Candidate {
             .collect();
         base += p.ops.len();
         if !ops.is_empty() {
-            out.push(Program { ops });
+            let mut p = Program { ops };
+            p.normalize_reps();
+            out.push(p);
         }
     }
     out
@@ -247,7 +251,7 @@ pub fn remove_ops(c: &Candidate, drop: &BTreeSet<usize>) -> Candidate {
 pub fn merge(c: &Candidate) -> Program {
     let mut out = Program::default();
     let mut next = 0u32;
-    for p in c {
+    for (k, p) in c.iter().enumerate() {
         let mut map: BTreeMap<u32, u32> = BTreeMap::new();
         for op in &p.ops {
             let mut op = op.clone();
@@ -261,9 +265,17 @@ pub fn merge(c: &Candidate) -> Program {
                 op.ret = Some(next);
                 next += 1;
             }
+            // Blocks of different programs stay different blocks.
+            if let Rep::Block { block, times } = op.rep {
+                op.rep = Rep::Block {
+                    block: block + (k as u32) * 100_000,
+                    times,
+                };
+            }
             out.ops.push(op);
         }
     }
+    out.normalize_reps();
     out
 }
 
@@ -645,9 +657,68 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
         self.drop_threads(cur, k)?;
         // 6. Delta debugging over operations.
         self.ddmin(cur, k)?;
-        // 7. Arguments.
+        // 7. Repetition.
+        self.simplify_reps(cur, k)?;
+        // 8. Arguments.
         if self.opts.simplify_args {
             self.simplify_args(cur, k)?;
+        }
+        Ok(())
+    }
+
+    /// Fewer repetitions: each block's count halved while the bug stays, then the block run
+    /// once, and each loop run once.
+    fn simplify_reps(&mut self, cur: &mut Candidate, k: u32) -> Result<(), String> {
+        self.step = "repetition".into();
+        let reps = |c: &Candidate| -> Vec<(usize, usize, Rep)> {
+            let mut v: Vec<(usize, usize, Rep)> = Vec::new();
+            for (pi, p) in c.iter().enumerate() {
+                for (i, o) in p.ops.iter().enumerate() {
+                    if o.rep != Rep::Once && !v.iter().any(|(q, _, r)| *q == pi && *r == o.rep) {
+                        v.push((pi, i, o.rep));
+                    }
+                }
+            }
+            v
+        };
+        let with = |c: &Candidate, pi: usize, old: Rep, new: Rep| -> Candidate {
+            let mut c = c.clone();
+            for o in &mut c[pi].ops {
+                if o.rep == old {
+                    o.rep = new;
+                }
+            }
+            c[pi].normalize_reps();
+            c
+        };
+        for (pi, i, _) in reps(cur) {
+            loop {
+                if !self.budget_left() {
+                    return Ok(());
+                }
+                // This step removes no operation: the anchor stays where it is.
+                let Some(rep) = cur.get(pi).and_then(|p| p.ops.get(i)).map(|o| o.rep) else {
+                    break;
+                };
+                let (next, what) = match rep {
+                    Rep::Block { block, times } if times > 2 => (
+                        Rep::Block {
+                            block,
+                            times: times / 2,
+                        },
+                        format!("repeat {} times instead of {times}", times / 2),
+                    ),
+                    Rep::Block { times, .. } => {
+                        (Rep::Once, format!("run once instead of {times} times"))
+                    }
+                    Rep::Loop => (Rep::Once, "run the loop once".to_string()),
+                    Rep::Once => break,
+                };
+                let c = with(cur, pi, rep, next);
+                if !self.try_step(cur, vec![c], k, &what)? {
+                    break;
+                }
+            }
         }
         Ok(())
     }
@@ -740,6 +811,10 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                             ..o.clone()
                         })
                         .collect(),
+                })
+                .map(|mut p: Program| {
+                    p.normalize_reps();
+                    p
                 })
                 .collect();
             self.try_step(cur, vec![one], k, "move every operation to one thread")?;

@@ -27,6 +27,13 @@ pub fn orphans(p: &Program) -> std::collections::BTreeSet<usize> {
 /// The trigger's results are renamed after the noise's so nothing collides; its operations
 /// keep their threads.
 pub fn interleave(noise: &Program, trigger: &Program) -> Program {
+    let mut p = interleave_ops(noise, trigger);
+    // A trigger operation that landed inside a block splits it.
+    p.normalize_reps();
+    p
+}
+
+fn interleave_ops(noise: &Program, trigger: &Program) -> Program {
     let off = next_ret_number(noise);
     let t: Vec<_> = trigger
         .ops
@@ -66,7 +73,7 @@ mod tests {
     fn trigger_ops_keep_their_order_and_references() {
         let d = Descriptions::embedded();
         let noise = Program::parse(
-            "r0 = mmap_anon(len=0x200000, thp=\"never\", populate=0x1, node=-0x1)\nyield()\nyield()\nmunmap(map=r0)\n",
+            "r0 = mmap_anon(len=0x200000, thp=\"nohuge\", populate=0x1, node=-0x1)\nyield()\nyield()\nmunmap(map=r0)\n",
             &d,
         )
         .unwrap();

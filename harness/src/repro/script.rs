@@ -218,7 +218,7 @@ mod tests {
         }
     }
 
-    const PROG: &str = "virtio_mem_resize(dev=0x0, size=0x10000000)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"off'line\\n\")\n";
+    const PROG: &str = "virtio_mem_resize(dev=0x0, size=0x10000000)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nrepeat 8 {\n  memblock_state(block=r0, state=\"offline\")\n  memblock_state(block=r0, state=\"online_movable\")\n}\nsplit_huge_pages_all() (thread: 1, loop)\n";
 
     fn script() -> String {
         let d = Descriptions::embedded();
@@ -269,17 +269,18 @@ mod tests {
         let json = eval(&s, "printf '%s' \"$PROGRAM_JSON\"");
         let p: hotfuzz_executor::protocol::ExecProgram = serde_json::from_str(&json).unwrap();
         assert!(p.trace);
-        assert_eq!(p.ops.len(), 3);
+        assert_eq!(p.ops.len(), 5);
         assert_eq!(
             p.ops[2].args["state"],
-            hotfuzz_executor::protocol::ExecArg::Str("off'line\n".into())
+            hotfuzz_executor::protocol::ExecArg::Str("offline".into())
         );
+        assert_eq!(p.ops[4].rep, hotfuzz_executor::protocol::ExecRep::Loop);
         assert!(p.ops[0].host);
         // Defaults can be overridden from the environment.
         assert_eq!(eval(&s, "echo $QEMU"), "/usr/bin/qemu-system-x86_64\n");
         assert_eq!(eval(&s, "echo ${#DETECT[@]} $VMEM $PORTS"), "2 vm0 2\n");
-        // The program is in the header for people, with control characters made harmless.
-        assert!(s.contains("#   memblock_state(block=r0, state=\"off'line\\n\")"));
+        // The program is in the header for people.
+        assert!(s.contains("#   repeat 8 {\n#     memblock_state(block=r0, state=\"offline\")"));
     }
 
     #[test]

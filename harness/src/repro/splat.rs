@@ -28,7 +28,7 @@ const PATHS: &[(&str, &[&str])] = &[
             "memblock_state",
             "memblock_online",
             "memblock_find",
-            "notifier_inject",
+            "notifier_fail_offline",
         ],
     ),
     (
@@ -39,7 +39,27 @@ const PATHS: &[(&str, &[&str])] = &[
         "memory_subsys",
         &["memblock_state", "memblock_online", "memblock_find"],
     ),
-    ("memory_notify", &["memblock_state", "notifier_inject"]),
+    (
+        "memory_notify",
+        &[
+            "memblock_state",
+            "notifier_fail_offline",
+            "notifier_fail_online",
+        ],
+    ),
+    // A fake-offline page someone else holds a reference to: a PFN walker raced the offline.
+    (
+        "fake_offline",
+        &[
+            "split_huge_pages_all",
+            "damon_start",
+            "kpageflags_read",
+            "kcore_read",
+            "compact_memory",
+            "memblock_find",
+            "pfn_find",
+        ],
+    ),
     (
         "virtio_mem",
         &[
@@ -96,7 +116,13 @@ const PATHS: &[(&str, &[&str])] = &[
     ("damon", &["damon_start", "damon_stop"]),
     ("split_huge", &["split_huge_pages", "split_huge_pages_all"]),
     ("page_idle", &["page_idle_mark", "page_idle_read"]),
-    ("kpage", &["kpageflags_read", "kpagecount_read"]),
+    (
+        "kpage",
+        &["kpageflags_read", "kpagecount_read", "kpagecgroup_read"],
+    ),
+    ("kcore", &["kcore_read"]),
+    ("cec", &["cec_pfn"]),
+    ("madvise", &["madvise_poison"]),
 ];
 
 /// A splat taken apart.
@@ -271,7 +297,12 @@ mod tests {
         );
         let d = Descriptions::embedded();
         let w = bias(&s, &d);
-        for op in ["memblock_state", "virtio_mem_resize", "notifier_inject"] {
+        for op in [
+            "memblock_state",
+            "virtio_mem_resize",
+            "notifier_fail_offline",
+            "split_huge_pages_all",
+        ] {
             let own = d.op(op).unwrap().weight.max(1);
             assert!(w[op] >= own * 10, "{op}: {w:?}");
         }

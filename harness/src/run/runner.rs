@@ -56,8 +56,14 @@ pub struct OpResult {
     pub duration: Duration,
     /// Host time its start was reported.
     pub started: Option<SystemTime>,
-    /// Guest CLOCK_MONOTONIC at its start.
+    /// Guest CLOCK_MONOTONIC at its start (of its first run).
     pub kt_start_ns: Option<u64>,
+    /// Guest CLOCK_MONOTONIC at its end (of its last run).
+    pub kt_end_ns: Option<u64>,
+    /// How many times it ran (a block's or loop's operations more than once).
+    pub runs: u32,
+    /// How many of those runs succeeded.
+    pub oks: u32,
 }
 
 /// What a program run produced.
@@ -245,16 +251,26 @@ impl Observer for Recorder<'_> {
                 t,
                 outcome,
                 dur_us,
-                ..
+                kt_ns,
+                runs,
+                oks,
             } => {
+                let times = if *runs != 1 {
+                    format!(", {oks} of {runs} runs ok")
+                } else {
+                    String::new()
+                };
                 self.log.line(&format!(
-                    "op {i} done (thread {t}) in {:.3} ms: {}",
+                    "op {i} done (thread {t}) in {:.3} ms{times}: {}",
                     *dur_us as f64 / 1000.0,
                     describe(outcome)
                 ));
                 if let Some(r) = self.ops.get_mut(*i) {
                     r.outcome = Some(outcome.clone());
                     r.duration = Duration::from_micros(*dur_us);
+                    r.kt_end_ns = Some(*kt_ns);
+                    r.runs = *runs;
+                    r.oks = *oks;
                 }
             }
             Event::Cover { t, pcs } => {
@@ -353,6 +369,9 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
                 duration: Duration::ZERO,
                 started: None,
                 kt_start_ns: None,
+                kt_end_ns: None,
+                runs: 0,
+                oks: 0,
             })
             .collect();
         let vm: &Vm = &self.vm;

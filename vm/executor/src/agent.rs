@@ -38,6 +38,43 @@ fn send(port: &Port, ev: &Event) {
     }
 }
 
+/// Where programs run: a memory cgroup whose limit leaves the kernel and the agent their
+/// memory, so a program that allocates too much is killed inside it (the OOM killer names the
+/// cgroup), instead of starving the guest.
+pub const PROGRAM_CGROUP: &str = "/sys/fs/cgroup/hotfuzz-programs";
+
+/// Creates [`PROGRAM_CGROUP`] with a memory limit of three quarters of the guest's memory at
+/// start minus 128 MiB; `None` when the kernel has no cgroup v2 memory controller.
+pub fn setup_cgroup() -> Option<String> {
+    let root = "/sys/fs/cgroup";
+    if !std::path::Path::new(&format!("{root}/cgroup.controllers")).exists() {
+        let _ = std::fs::create_dir_all(root);
+        let c = std::ffi::CString::new(root).ok()?;
+        let fs = std::ffi::CString::new("cgroup2").ok()?;
+        // SAFETY: mounting with valid C strings and no data.
+        let r = unsafe { libc::mount(fs.as_ptr(), c.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) };
+        if r != 0 {
+            return None;
+        }
+    }
+    let _ = std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory");
+    let _ = std::fs::create_dir_all(PROGRAM_CGROUP);
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?
+        << 10;
+    let limit = (total / 4 * 3).saturating_sub(128 << 20).max(64 << 20);
+    std::fs::write(format!("{PROGRAM_CGROUP}/memory.max"), limit.to_string()).ok()?;
+    // One program's processes are one job: the OOM killer takes all of them.
+    let _ = std::fs::write(format!("{PROGRAM_CGROUP}/memory.oom.group"), "1");
+    Some(PROGRAM_CGROUP.to_string())
+}
+
 /// A program running in a child executor.
 struct Running {
     stdin: ChildStdin,
@@ -64,6 +101,10 @@ pub fn serve() -> ! {
     };
     let reader = BufReader::new(file.try_clone().expect("dup of the port"));
     let port: Port = Arc::new(Mutex::new(file));
+    let cgroup = setup_cgroup();
+    if cgroup.is_none() {
+        eprintln!("hotfuzz-executor serve: no memory cgroup; programs run without a limit");
+    }
     let mut run: Option<Running> = None;
     for line in reader.lines() {
         let Ok(line) = line else {
@@ -93,7 +134,7 @@ pub fn serve() -> ! {
                 if let Some(r) = run.take() {
                     r.ended.store(true, Ordering::SeqCst);
                 }
-                match start(&port, &program) {
+                match start(&port, &program, cgroup.as_deref()) {
                     Ok(r) => run = Some(r),
                     Err(e) => send(
                         &port,
@@ -120,12 +161,20 @@ pub fn serve() -> ! {
 }
 
 /// Starts a child executor on `program`, relaying its events to the port.
-fn start(port: &Port, program: &crate::protocol::ExecProgram) -> std::io::Result<Running> {
+fn start(
+    port: &Port,
+    program: &crate::protocol::ExecProgram,
+    cgroup: Option<&str>,
+) -> std::io::Result<Running> {
     let mut child = Command::new("/proc/self/exe")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()?;
+    if let Some(cg) = cgroup {
+        // Before the program is written: the child allocates nothing until it has read it.
+        let _ = std::fs::write(format!("{cg}/cgroup.procs"), child.id().to_string());
+    }
     let mut stdin = child.stdin.take().expect("piped");
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
@@ -171,7 +220,25 @@ fn start(port: &Port, program: &crate::protocol::ExecProgram) -> std::io::Result
             }
         });
     }
-    reap(child);
+    {
+        // A child that dies before its `end` (the OOM killer) is reported, or the host would
+        // wait for the program's deadline.
+        let port = port.clone();
+        let ended = ended.clone();
+        std::thread::spawn(move || {
+            use std::os::unix::process::ExitStatusExt;
+            let st = child.wait();
+            // Let the relay thread forward what the child wrote last.
+            std::thread::sleep(Duration::from_millis(50));
+            if !ended.swap(true, Ordering::SeqCst) {
+                let (status, signal) = match st {
+                    Ok(s) => (s.code(), s.signal()),
+                    Err(_) => (None, None),
+                };
+                send(&port, &Event::Died { status, signal });
+            }
+        });
+    }
     Ok(Running { stdin, ended })
 }
 

@@ -1,12 +1,13 @@
-//! Runs a program: one OS thread per program thread, operations of a thread in order,
-//! arguments that refer to earlier results wait for them, host operations are handed to the
-//! runner, and a watchdog enforces every operation's deadline with a signal (offlining can
-//! block forever). An operation that does not return after being signalled is reported stuck
-//! and its thread abandoned; the program still ends.
+//! Runs a program: one OS thread per program thread, operations of a thread in order (a block
+//! of them repeated, a loop until the other threads are done), arguments that refer to earlier
+//! results wait for them, host operations are handed to the runner, and a watchdog enforces
+//! every operation's deadline with a signal (offlining can block forever). An operation that
+//! does not return after being signalled is reported stuck and its thread abandoned; the
+//! program still ends.
 
 use crate::kcov::Kcov;
 use crate::ops::{self, Args, Ctx, Val};
-use crate::protocol::{Event, ExecArg, ExecProgram, HostReply, Outcome};
+use crate::protocol::{Event, ExecArg, ExecProgram, ExecRep, HostReply, Outcome, LOOP_ALONE_MS};
 use crate::sys;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -44,6 +45,15 @@ pub struct Engine {
     running: Mutex<HashMap<u32, Running>>,
     signalled: Mutex<BTreeSet<usize>>,
     threads_left: Mutex<BTreeSet<u32>>,
+    /// Threads whose last operation is a loop.
+    loop_threads: BTreeSet<u32>,
+    /// Set when the loops should stop.
+    stop_loops: std::sync::atomic::AtomicBool,
+    /// Per operation: runs so far, successful runs, time spent.
+    counts: Mutex<Vec<(u32, u32, Duration)>>,
+    /// Per operation: the last run's result while its block or loop still runs.
+    partial: Mutex<Vec<Option<Outcome>>>,
+    started: Instant,
     abandoned: Mutex<BTreeSet<u32>>,
     cover: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
     deadline: Instant,
@@ -74,6 +84,12 @@ impl Engine {
         let n = prog.ops.len();
         let deadline = Instant::now() + Duration::from_millis(prog.timeout_ms.max(1));
         let threads: BTreeSet<u32> = prog.ops.iter().map(|o| o.thread).collect();
+        let loop_threads: BTreeSet<u32> = prog
+            .ops
+            .iter()
+            .filter(|o| o.rep == ExecRep::Loop)
+            .map(|o| o.thread)
+            .collect();
         let kcov = prog.kcov && sys::exists(crate::kcov::KCOV);
         let kmsg = prog
             .kmsg_id
@@ -90,6 +106,11 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             signalled: Mutex::new(BTreeSet::new()),
             threads_left: Mutex::new(threads),
+            loop_threads,
+            stop_loops: std::sync::atomic::AtomicBool::new(false),
+            counts: Mutex::new(vec![(0, 0, Duration::ZERO); n]),
+            partial: Mutex::new(vec![None; n]),
+            started: Instant::now(),
             abandoned: Mutex::new(BTreeSet::new()),
             cover: Mutex::new(BTreeMap::new()),
             deadline,
@@ -168,11 +189,31 @@ impl Engine {
     /// when every thread is finished or abandoned.
     fn watch(&self) {
         loop {
-            if lock(&self.threads_left).is_empty() {
-                return;
+            {
+                let left = lock(&self.threads_left);
+                if left.is_empty() {
+                    return;
+                }
+                let others_done = left.iter().all(|t| self.loop_threads.contains(t));
+                let alone = self.loop_threads.len()
+                    == self
+                        .prog
+                        .ops
+                        .iter()
+                        .map(|o| o.thread)
+                        .collect::<BTreeSet<_>>()
+                        .len();
+                if (others_done && !alone)
+                    || (alone && self.started.elapsed() >= Duration::from_millis(LOOP_ALONE_MS))
+                {
+                    self.stop_loops.store(true, Ordering::SeqCst);
+                }
             }
             let now = Instant::now();
             let program_over = now >= self.deadline;
+            if program_over {
+                self.stop_loops.store(true, Ordering::SeqCst);
+            }
             let mut stuck: Vec<(u32, usize)> = Vec::new();
             {
                 let mut run = lock(&self.running);
@@ -222,14 +263,39 @@ impl Engine {
             .is_ok()
         {
             let dur = Duration::from_millis(self.prog.ops[i].timeout_ms) + GRACE;
+            let (runs, oks, spent) = lock(&self.counts)[i];
             self.store(i, Outcome::Stuck);
             self.emit(&Event::Done {
                 i,
                 t,
                 outcome: Outcome::Stuck,
-                dur_us: dur.as_micros() as u64,
+                dur_us: (spent + dur).as_micros() as u64,
                 kt_ns: sys::monotonic_ns(),
+                runs: runs + 1,
+                oks,
             });
+        }
+        // Operations of its block that had run: their last results stand.
+        for (j, op) in self.prog.ops.iter().enumerate() {
+            if op.thread == t
+                && self.state[j]
+                    .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                let (runs, oks, spent) = lock(&self.counts)[j];
+                let o = lock(&self.partial)[j].clone().unwrap_or(Outcome::Skipped {
+                    why: "its block was abandoned".into(),
+                });
+                self.emit(&Event::Done {
+                    i: j,
+                    t,
+                    outcome: o,
+                    dur_us: spent.as_micros() as u64,
+                    kt_ns: sys::monotonic_ns(),
+                    runs,
+                    oks,
+                });
+            }
         }
         self.abandon_thread(t, "thread stuck in an earlier operation");
     }
@@ -250,6 +316,8 @@ impl Engine {
                     outcome: o,
                     dur_us: 0,
                     kt_ns: sys::monotonic_ns(),
+                    runs: 0,
+                    oks: 0,
                 });
             }
         }
@@ -264,82 +332,166 @@ impl Engine {
     fn thread_main(&self, t: u32, ops: &[usize]) {
         let kcov = if self.kcov { Kcov::open() } else { None };
         let mut cover = BTreeSet::new();
-        for &i in ops {
+        let mut k = 0;
+        while k < ops.len() {
             if lock(&self.abandoned).contains(&t) {
                 return;
             }
-            if self.state[i]
-                .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
-                .is_err()
-            {
-                continue;
-            }
-            let op = &self.prog.ops[i];
-            let args = match self.resolve(i) {
-                Ok(a) => a,
-                Err(why) => {
-                    self.finish(t, i, Outcome::Skipped { why }, Duration::ZERO);
-                    continue;
+            // The unit starting at ops[k]: one operation, a block, or a loop.
+            let (unit, times): (Vec<usize>, Option<u32>) = match self.prog.ops[ops[k]].rep {
+                ExecRep::Once => (vec![ops[k]], Some(1)),
+                ExecRep::Loop => (vec![ops[k]], None),
+                ExecRep::Block { block, times } => {
+                    let n = ops[k..]
+                        .iter()
+                        .take_while(|&&i| {
+                            matches!(self.prog.ops[i].rep, ExecRep::Block { block: b, .. } if b == block)
+                        })
+                        .count();
+                    (ops[k..k + n].to_vec(), Some(times.max(1)))
                 }
             };
-            self.mark(i, t);
-            self.emit(&Event::Start {
-                i,
-                t,
-                kt_ns: sys::monotonic_ns(),
-            });
-            let started = Instant::now();
-            let outcome = if op.host {
-                self.host_call(i, &args)
-            } else {
-                match ops::find(&op.name) {
-                    None => Outcome::Unsupported {
-                        why: format!("the executor does not implement {}", op.name),
-                    },
-                    Some(entry) => match ops::unsupported(entry) {
-                        Some(why) => Outcome::Unsupported { why },
-                        None => {
-                            // SAFETY: pthread_self has no preconditions.
-                            let tid = unsafe { libc::pthread_self() };
-                            lock(&self.running).insert(
-                                t,
-                                Running {
-                                    tid,
-                                    op: i,
-                                    deadline: started + Duration::from_millis(op.timeout_ms.max(1)),
-                                    last_signal: None,
-                                },
-                            );
-                            if let Some(k) = &kcov {
-                                k.reset();
-                            }
-                            ops::clear_deadline();
-                            let o = (entry.run)(&self.ctx, &args);
-                            if let Some(k) = &kcov {
-                                k.collect(&mut cover);
-                            }
-                            lock(&self.running).remove(&t);
-                            let was_signalled = lock(&self.signalled).contains(&i);
-                            match o {
-                                Outcome::Errno { errno, .. } if was_signalled => {
-                                    Outcome::Timeout { errno }
-                                }
-                                Outcome::Ok { .. } | Outcome::Errno { .. } if was_signalled => {
-                                    // Finished right at the deadline; keep what it said.
-                                    o
-                                }
-                                o => o,
-                            }
+            k += unit.len();
+            let mut local: BTreeMap<usize, u64> = BTreeMap::new();
+            let mut run = 0u32;
+            'rep: loop {
+                if let Some(n) = times {
+                    if run >= n {
+                        break;
+                    }
+                } else if run > 0 && self.stop_loops.load(Ordering::SeqCst) {
+                    break;
+                }
+                for &i in &unit {
+                    if lock(&self.abandoned).contains(&t) {
+                        return;
+                    }
+                    let first = run == 0;
+                    if first
+                        && self.state[i]
+                            .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                            .is_err()
+                    {
+                        continue;
+                    }
+                    if !first && self.state[i].load(Ordering::SeqCst) != RUNNING {
+                        // Finished (skipped) in an earlier run.
+                        continue;
+                    }
+                    let args = match self.resolve(i, &local, &unit) {
+                        Ok(a) => a,
+                        Err(why) => {
+                            lock(&self.partial)[i] = Some(Outcome::Skipped { why });
+                            break 'rep;
                         }
-                    },
+                    };
+                    if first {
+                        self.mark(i, t);
+                        self.emit(&Event::Start {
+                            i,
+                            t,
+                            kt_ns: sys::monotonic_ns(),
+                        });
+                    }
+                    let started = Instant::now();
+                    let outcome = self.run_once(t, i, &args, kcov.as_ref(), &mut cover);
+                    let spent = started.elapsed();
+                    {
+                        let mut c = lock(&self.counts);
+                        c[i].0 += 1;
+                        c[i].1 += u32::from(matches!(outcome, Outcome::Ok { .. }));
+                        c[i].2 += spent;
+                    }
+                    if let Outcome::Ok { val: Some(v) } = &outcome {
+                        local.insert(i, *v);
+                    }
+                    let stop = matches!(outcome, Outcome::Timeout { .. } | Outcome::Stuck);
+                    lock(&self.partial)[i] = Some(outcome);
+                    if stop {
+                        // A repetition ends at an operation that ran into its deadline: it
+                        // would only wait out the deadline again.
+                        break 'rep;
+                    }
                 }
-            };
-            self.finish(t, i, outcome, started.elapsed());
+                run += 1;
+            }
+            for &i in &unit {
+                let o = lock(&self.partial)[i].clone();
+                if let Some(o) = o {
+                    let (runs, oks, spent) = lock(&self.counts)[i];
+                    self.finish(t, i, o, spent, runs, oks);
+                } else if self.state[i]
+                    .compare_exchange(PENDING, RUNNING, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    // Never ran: an earlier operation of its block ended the repetition.
+                    self.finish(
+                        t,
+                        i,
+                        Outcome::Skipped {
+                            why: "its block stopped before it".into(),
+                        },
+                        Duration::ZERO,
+                        0,
+                        0,
+                    );
+                }
+            }
         }
         if !cover.is_empty() {
             lock(&self.cover).insert(t, cover);
         }
         lock(&self.threads_left).remove(&t);
+    }
+
+    /// One run of operation `i` on thread `t` with resolved `args`.
+    fn run_once(
+        &self,
+        t: u32,
+        i: usize,
+        args: &Args,
+        kcov: Option<&Kcov>,
+        cover: &mut BTreeSet<u64>,
+    ) -> Outcome {
+        let op = &self.prog.ops[i];
+        if op.host {
+            return self.host_call(i, args);
+        }
+        let Some(entry) = ops::find(&op.name) else {
+            return Outcome::Unsupported {
+                why: format!("the executor does not implement {}", op.name),
+            };
+        };
+        if let Some(why) = ops::unsupported(entry) {
+            return Outcome::Unsupported { why };
+        }
+        lock(&self.signalled).remove(&i);
+        // SAFETY: pthread_self has no preconditions.
+        let tid = unsafe { libc::pthread_self() };
+        lock(&self.running).insert(
+            t,
+            Running {
+                tid,
+                op: i,
+                deadline: Instant::now() + Duration::from_millis(op.timeout_ms.max(1)),
+                last_signal: None,
+            },
+        );
+        if let Some(k) = kcov {
+            k.reset();
+        }
+        ops::clear_deadline();
+        let o = (entry.run)(&self.ctx, args);
+        if let Some(k) = kcov {
+            k.collect(cover);
+        }
+        lock(&self.running).remove(&t);
+        let was_signalled = lock(&self.signalled).contains(&i);
+        match o {
+            Outcome::Errno { errno, .. } if was_signalled => Outcome::Timeout { errno },
+            // Finished right at the deadline; keep what it said.
+            o => o,
+        }
     }
 
     /// Writes the operation's start marker to the kernel log.
@@ -354,7 +506,7 @@ impl Engine {
         }
     }
 
-    fn finish(&self, t: u32, i: usize, outcome: Outcome, dur: Duration) {
+    fn finish(&self, t: u32, i: usize, outcome: Outcome, dur: Duration, runs: u32, oks: u32) {
         if self.state[i]
             .compare_exchange(RUNNING, DONE, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
@@ -369,11 +521,19 @@ impl Engine {
             outcome,
             dur_us: dur.as_micros() as u64,
             kt_ns: sys::monotonic_ns(),
+            runs,
+            oks,
         });
     }
 
-    /// Resolves arguments, waiting for results that references point to.
-    fn resolve(&self, i: usize) -> Result<Args, String> {
+    /// Resolves arguments, waiting for results that references point to (a reference to an
+    /// earlier operation of the same block run takes that run's value, `local`).
+    fn resolve(
+        &self,
+        i: usize,
+        local: &BTreeMap<usize, u64>,
+        unit: &[usize],
+    ) -> Result<Args, String> {
         let op = &self.prog.ops[i];
         let mut args = Args::default();
         for (name, a) in &op.args {
@@ -383,6 +543,15 @@ impl Engine {
                 ExecArg::Ref(j) => {
                     if *j >= i {
                         return Err(format!("argument {name} refers to a later operation"));
+                    }
+                    if let Some(v) = local.get(j) {
+                        args.map.insert(name.clone(), Val::Int(*v));
+                        continue;
+                    }
+                    if unit.contains(j) {
+                        return Err(format!(
+                            "argument {name}: operation {j} of this block gave no value"
+                        ));
                     }
                     match self.wait_result(*j) {
                         Some(Outcome::Ok { val: Some(v) }) => Val::Int(v),

@@ -55,7 +55,40 @@ pub struct ExecOp {
     /// The operation as program text, for people reading a driver's output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// How it repeats.
+    #[serde(default, skip_serializing_if = "ExecRep::is_once")]
+    pub rep: ExecRep,
 }
+
+/// How an operation repeats (see the program model in hotfuzz).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecRep {
+    /// Once.
+    #[default]
+    Once,
+    /// Part of a block of consecutive operations of its thread that runs `times` times in a
+    /// row. A repetition stops early when one of its operations times out or gets stuck.
+    Block {
+        /// Block id.
+        block: u32,
+        /// How often.
+        times: u32,
+    },
+    /// Again and again until every thread without a loop has finished (or, when all
+    /// threads loop, for [`LOOP_ALONE_MS`]); stops early like a block.
+    Loop,
+}
+
+impl ExecRep {
+    /// Whether it is [`ExecRep::Once`].
+    pub fn is_once(&self) -> bool {
+        *self == ExecRep::Once
+    }
+}
+
+/// How long loops run when there is no thread without one.
+pub const LOOP_ALONE_MS: u64 = 2000;
 
 /// An argument value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,18 +192,24 @@ pub enum Event {
         /// Guest monotonic time in nanoseconds.
         kt_ns: u64,
     },
-    /// An operation finished.
+    /// An operation finished (for a repeated one: its last run; the counts cover all runs).
     Done {
         /// Program index.
         i: usize,
         /// Thread.
         t: u32,
-        /// Result.
+        /// Result (of the last run).
         outcome: Outcome,
-        /// Duration in microseconds.
+        /// Duration in microseconds (of all runs together).
         dur_us: u64,
         /// Guest monotonic time in nanoseconds.
         kt_ns: u64,
+        /// How many times it ran (1 for operations that run once).
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        runs: u32,
+        /// How many of those runs succeeded.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        oks: u32,
     },
     /// Please run host operation `i` and answer with a [`HostReply`]. References among its
     /// arguments are already resolved to the values they refer to.
@@ -208,6 +247,13 @@ pub enum Event {
         stderr: String,
         /// The command ran into its timeout and was killed.
         timed_out: bool,
+    },
+    /// The agent's child executor died before the program's `end` (the OOM killer, a crash).
+    Died {
+        /// Its exit status, if it exited.
+        status: Option<i32>,
+        /// The signal that killed it, if one did.
+        signal: Option<i32>,
     },
     /// The program is over. `abandoned` lists threads left stuck in the kernel.
     End {
@@ -251,6 +297,18 @@ pub fn parse_kmsg_marker(line: &str) -> Option<Marker> {
         op: op.parse().ok()?,
         thread: thread.parse().ok()?,
     })
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(v: &u32) -> bool {
+    *v == 1
+}
+
+fn is_zero(v: &u32) -> bool {
+    *v == 0
 }
 
 /// One memory block at the end of a program.
@@ -363,6 +421,8 @@ mod tests {
             },
             dur_us: 5,
             kt_ns: 7,
+            runs: 1,
+            oks: 0,
         };
         let s = serde_json::to_string(&e).unwrap();
         assert_eq!(
@@ -372,5 +432,18 @@ mod tests {
         assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), e);
         let a = serde_json::to_string(&ExecArg::Ref(2)).unwrap();
         assert_eq!(a, r#"{"ref":2}"#);
+        // A repeated operation carries its counts.
+        let r = Event::Done {
+            i: 0,
+            t: 0,
+            outcome: Outcome::ok(),
+            dur_us: 1,
+            kt_ns: 2,
+            runs: 32,
+            oks: 30,
+        };
+        let s = serde_json::to_string(&r).unwrap();
+        assert!(s.ends_with(r#""runs":32,"oks":30}"#), "{s}");
+        assert_eq!(serde_json::from_str::<Event>(&s).unwrap(), r);
     }
 }

@@ -4,7 +4,7 @@
 use hotfuzz_executor::engine::{install_deadline_signal, Engine, Sink};
 use hotfuzz_executor::ops::install_fault_handler;
 use hotfuzz_executor::protocol::{
-    Event, ExecArg, ExecOp, ExecProgram, HostReply, Outcome, PROTOCOL_VERSION,
+    Event, ExecArg, ExecOp, ExecProgram, ExecRep, HostReply, Outcome, PROTOCOL_VERSION,
 };
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -34,6 +34,7 @@ fn op(index: usize, thread: u32, name: &str, args: &[(&str, ExecArg)], timeout_m
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect::<BTreeMap<_, _>>(),
         text: None,
+        rep: ExecRep::Once,
         timeout_ms,
     }
 }
@@ -284,4 +285,103 @@ fn pins_are_taken_and_released() {
         Outcome::Unsupported { .. } => {}
         o => panic!("uring_pin: {o:?}"),
     }
+}
+
+fn runs(evs: &[Event], i: usize) -> (u32, u32) {
+    evs.iter()
+        .find_map(|e| match e {
+            Event::Done {
+                i: j, runs, oks, ..
+            } if *j == i => Some((*runs, *oks)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no result for op {i}: {evs:?}"))
+}
+
+fn with_rep(mut o: ExecOp, rep: ExecRep) -> ExecOp {
+    o.rep = rep;
+    o
+}
+
+#[test]
+fn blocks_repeat_and_loops_run_until_the_others_are_done() {
+    let map = op(
+        0,
+        0,
+        "mmap_anon",
+        &[
+            ("len", int(1 << 16)),
+            ("thp", ExecArg::Str("nohuge".into())),
+            ("populate", int(1)),
+            ("node", int(u64::MAX)),
+        ],
+        5000,
+    );
+    let block = ExecRep::Block {
+        block: 0,
+        times: 20,
+    };
+    let evs = run(
+        vec![
+            map,
+            // Thread 0: 20 times (touch, sleep 5 ms).
+            with_rep(
+                op(
+                    1,
+                    0,
+                    "mmap_touch",
+                    &[
+                        ("map", ExecArg::Ref(0)),
+                        ("offset", int(0)),
+                        ("len", int(1 << 16)),
+                        ("write", int(1)),
+                    ],
+                    5000,
+                ),
+                block,
+            ),
+            with_rep(op(2, 0, "sleep_ms", &[("ms", int(5))], 5000), block),
+            // Thread 1: yields in a loop while thread 0 works.
+            with_rep(op(3, 1, "yield", &[], 5000), ExecRep::Loop),
+        ],
+        30_000,
+        |_, _| {},
+    );
+    assert_eq!(runs(&evs, 1), (20, 20));
+    assert_eq!(runs(&evs, 2), (20, 20));
+    let (loops, ok) = runs(&evs, 3);
+    assert!(loops > 20, "the loop ran {loops} times while the block ran");
+    assert_eq!(loops, ok);
+    // One start per operation, however often it ran.
+    let starts = evs
+        .iter()
+        .filter(|e| matches!(e, Event::Start { i: 1, .. }))
+        .count();
+    assert_eq!(starts, 1);
+    assert!(matches!(evs.last(), Some(Event::End { .. })));
+}
+
+#[test]
+fn a_repetition_stops_at_an_operation_that_times_out() {
+    // sleep_ms of 400 ms with a 100 ms deadline: interrupted, and the block stops there.
+    let block = ExecRep::Block {
+        block: 0,
+        times: 50,
+    };
+    let t0 = std::time::Instant::now();
+    let evs = run(
+        vec![
+            with_rep(op(0, 0, "yield", &[], 5000), block),
+            with_rep(op(1, 0, "sleep_ms", &[("ms", int(400))], 100), block),
+        ],
+        30_000,
+        |_, _| {},
+    );
+    assert!(
+        matches!(outcome(&evs, 1), Outcome::Timeout { .. }),
+        "{evs:?}"
+    );
+    assert_eq!(runs(&evs, 1), (1, 0));
+    assert_eq!(runs(&evs, 0).0, 1);
+    assert!(t0.elapsed() < Duration::from_secs(5));
 }

@@ -149,6 +149,8 @@ impl Descriptions {
                         timeout_ms: attrs.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
                         weight: attrs.weight.unwrap_or(DEFAULT_WEIGHT),
                         disabled: attrs.disabled,
+                        roles: attrs.roles,
+                        persistent: attrs.persistent,
                         doc: doc.clone(),
                         loc: loc.clone(),
                     };
@@ -464,6 +466,8 @@ struct Attrs {
     timeout_ms: Option<u64>,
     weight: Option<u32>,
     disabled: bool,
+    roles: Vec<Role>,
+    persistent: bool,
 }
 
 /// Reads the attribute list `(host, arch[amd64], ...)` after an operation's arguments and
@@ -531,8 +535,23 @@ fn parse_attrs(text: &str, loc: &Loc) -> Result<Attrs, DescError> {
         match key {
             "host" => a.host = true,
             "disabled" => a.disabled = true,
+            "persistent" => a.persistent = true,
             "timeout" => a.timeout_ms = Some(num(val)?),
             "weight" => a.weight = Some(num(val)? as u32),
+            "role" => {
+                let v = val.ok_or_else(|| err("role needs a value: role[walker|mover]".into()))?;
+                for n in v.split(['|', ' ']).filter(|s| !s.is_empty()) {
+                    a.roles.push(match n {
+                        "walker" => Role::Walker,
+                        "mover" => Role::Mover,
+                        other => {
+                            return Err(err(format!(
+                                "attribute role: `{other}` is not walker or mover"
+                            )))
+                        }
+                    });
+                }
+            }
             "arch" => {
                 let v = val.ok_or_else(|| err("arch needs a value: arch[amd64|ppc64le]".into()))?;
                 for n in v.split(['|', ' ']).filter(|s| !s.is_empty()) {
@@ -544,7 +563,7 @@ fn parse_attrs(text: &str, loc: &Loc) -> Result<Attrs, DescError> {
             }
             other => {
                 return Err(err(format!(
-                "unknown attribute `{other}` (host, arch[...], timeout[ms], weight[n], disabled)"
+                "unknown attribute `{other}` (host, arch[...], timeout[ms], weight[n], role[...], persistent, disabled)"
             )))
             }
         }

@@ -155,6 +155,10 @@ pub struct OpDesc {
     pub weight: u32,
     /// Never generated.
     pub disabled: bool,
+    /// What the operation does to physical memory, for generating races.
+    pub roles: Vec<Role>,
+    /// Its effect outlasts it (a kernel thread, a knob): never looped.
+    pub persistent: bool,
     /// The comment lines above it.
     pub doc: String,
     /// Where it is described.
@@ -167,10 +171,27 @@ impl OpDesc {
         self.arches.is_empty() || self.arches.contains(&arch)
     }
 
+    /// Whether it has role `r`.
+    pub fn has_role(&self, r: Role) -> bool {
+        self.roles.contains(&r)
+    }
+
     /// Index of argument `name`.
     pub fn arg_index(&self, name: &str) -> Option<usize> {
         self.args.iter().position(|a| a.name == name)
     }
+}
+
+/// What an operation does to physical memory (`role[...]` in the descriptions): the two
+/// sides of the races this tool exists for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Inspects or takes references on pages by physical address, whatever owns them (a PFN
+    /// walker: split_huge_pages, DAMON paddr, kpageflags, memory-failure, compaction...).
+    Walker,
+    /// Changes what a memory block or its pages are (offline, online, plug, unplug, poison):
+    /// the state a walker can meet half-changed.
+    Mover,
 }
 
 /// A declared resource.

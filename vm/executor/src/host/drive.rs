@@ -125,6 +125,13 @@ pub fn drive(
                             let _ = tx.send((i, o));
                         });
                     }
+                    Event::Died { status, signal } => {
+                        out.lost = Some(match signal {
+                            Some(s) => format!("the executor was killed by signal {s}"),
+                            None => format!("the executor exited early (status {status:?})"),
+                        });
+                        return;
+                    }
                     Event::End { abandoned, memory } => {
                         out.abandoned = abandoned;
                         out.memory = memory;

@@ -9,15 +9,38 @@ pub const NOTIFIER: &str = "/sys/kernel/debug/notifier-error-inject/memory/actio
 /// fail_page_alloc's debugfs directory (CONFIG_FAIL_PAGE_ALLOC).
 pub const FAIL_PAGE_ALLOC: &str = "/sys/kernel/debug/fail_page_alloc/probability";
 
-/// Makes memory notifier `action` (MEM_GOING_ONLINE, MEM_GOING_OFFLINE, ...) fail with
-/// `errno` (a negative errno, or 0 to stop failing).
-pub fn notifier(_: &Ctx, a: &Args) -> Outcome {
-    let action = arg!(a.str("action"));
-    let errno = arg!(a.i64("errno"));
+/// The errno a name stands for (`none`: 0, stop failing); EINVAL for any other name.
+fn errno_value(name: &str) -> Result<i64, Outcome> {
+    Ok(match name {
+        "EBUSY" => -(libc::EBUSY as i64),
+        "ENOMEM" => -(libc::ENOMEM as i64),
+        "EPERM" => -(libc::EPERM as i64),
+        "none" => 0,
+        other => {
+            return Err(Outcome::Errno {
+                errno: libc::EINVAL,
+                msg: format!("{other} is not an error a memory notifier returns"),
+            })
+        }
+    })
+}
+
+fn notifier(action: &str, a: &Args) -> Outcome {
+    let errno = arg!(errno_value(arg!(a.str("errno"))));
     done(sys::write_str(
         &format!("{NOTIFIER}/{action}/error"),
         &errno.to_string(),
     ))
+}
+
+/// Makes MEM_GOING_OFFLINE fail with `errno` (EBUSY, ENOMEM; none stops failing).
+pub fn fail_offline(_: &Ctx, a: &Args) -> Outcome {
+    notifier("MEM_GOING_OFFLINE", a)
+}
+
+/// Makes MEM_GOING_ONLINE fail with `errno` (ENOMEM, EPERM; none stops failing).
+pub fn fail_online(_: &Ctx, a: &Args) -> Outcome {
+    notifier("MEM_GOING_ONLINE", a)
 }
 
 /// Configures fail_page_alloc: `probability` percent, at most `times` failures (-1: no limit),

@@ -73,9 +73,34 @@ pub fn snapshot() -> Vec<crate::protocol::BlockSnapshot> {
         .collect()
 }
 
+/// Whether online block `id` has a page of `kind` (kpageflags, one page per 2 MiB: where
+/// virtio-mem subblocks, THPs and hugetlb folios begin).
+fn block_has(id: u64, kind: &str) -> bool {
+    let Ok(s) = sys::read_str(&format!("{MEMORY}/block_size_bytes")) else {
+        return false;
+    };
+    let Ok(bs) = u64::from_str_radix(&s, 16) else {
+        return false;
+    };
+    let page = sys::page_size();
+    let per = bs / page;
+    let step = ((2 << 20) / page).max(1);
+    let Ok(fd) = sys::open("/proc/kpageflags", libc::O_RDONLY) else {
+        return false;
+    };
+    (0..per / step).any(|k| {
+        let mut e = [0u8; 8];
+        let pfn = id * per + k * step;
+        sys::pread(&fd, &mut e, pfn * 8).is_ok_and(|n| n == 8)
+            && super::physmem::is_kind(u64::from_le_bytes(e), kind)
+    })
+}
+
 /// Finds the `nth` block (modulo the number of matches) that is `which`: any, online,
-/// offline, movable (online in ZONE_MOVABLE), normal (online in a kernel zone), or last
-/// (counting from the highest id). Returns its id; ENOENT when none matches.
+/// offline, movable (online in ZONE_MOVABLE), normal (online in a kernel zone), last
+/// (counting from the highest id), partial (online with PageOffline pages: partly plugged by
+/// virtio-mem), thp or hugetlb (holding such folios), nodeN (on node N). Returns its id;
+/// ENOENT when none matches.
 pub fn find(_: &Ctx, a: &Args) -> Outcome {
     let which = arg!(a.str("which"));
     let nth = arg!(a.int("nth"));
@@ -89,6 +114,10 @@ pub fn find(_: &Ctx, a: &Args) -> Outcome {
             "offline" => st == "offline",
             "movable" => st == "online" && zones() == "Movable",
             "normal" => st == "online" && zones() != "Movable",
+            "partial" => st == "online" && block_has(id, "offline"),
+            "thp" => st == "online" && block_has(id, "thp"),
+            "hugetlb" => st == "online" && block_has(id, "hugetlb"),
+            w if w.starts_with("node") => sys::exists(&format!("{MEMORY}/memory{id}/{w}")),
             _ => true,
         }
     };

@@ -194,6 +194,10 @@ pub static OPS: &[OpEntry] = &[
     op("munmap", workload::munmap),
     op("hugetlb_pool", workload::hugetlb_pool),
     op("compact_memory", workload::compact),
+    op(
+        "compaction_proactiveness",
+        workload::compaction_proactiveness,
+    ),
     op("drop_caches", workload::drop_caches),
     op("move_pages", workload::move_pages),
     op("migrate_pages", workload::migrate_pages),
@@ -215,6 +219,7 @@ pub static OPS: &[OpEntry] = &[
     op_needs("gup_longterm_stop", gup::longterm_stop, gup::GUP_TEST),
     // physical memory
     op("pfn_in_block", physmem::pfn_in_block),
+    op("pfn_find", physmem::pfn_find),
     op("pfn_of_map", physmem::pfn_of_map),
     op("memblock_of_pfn", physmem::memblock_of_pfn),
     op_needs("soft_offline", physmem::soft_offline, physmem::SOFT_OFFLINE),
@@ -223,12 +228,25 @@ pub static OPS: &[OpEntry] = &[
     op_needs("hwpoison_unpoison", physmem::unpoison, physmem::UNPOISON),
     op("kpageflags_read", physmem::kpageflags),
     op("kpagecount_read", physmem::kpagecount),
+    op("kpagecgroup_read", physmem::kpagecgroup),
+    op("kcore_read", physmem::kcore_read),
+    op_needs("cec_pfn", physmem::cec_pfn, physmem::CEC),
+    op("madvise_poison", physmem::madvise_poison),
     op_needs("page_idle_mark", physmem::idle_mark, physmem::PAGE_IDLE),
     op_needs("page_idle_read", physmem::idle_read, physmem::PAGE_IDLE),
     op_needs("damon_start", physmem::damon_start, physmem::DAMON),
     op_needs("damon_stop", physmem::damon_stop, physmem::DAMON),
     // fault injection
-    op_needs("notifier_inject", inject::notifier, inject::NOTIFIER),
+    op_needs(
+        "notifier_fail_offline",
+        inject::fail_offline,
+        inject::NOTIFIER,
+    ),
+    op_needs(
+        "notifier_fail_online",
+        inject::fail_online,
+        inject::NOTIFIER,
+    ),
     op_needs(
         "fail_page_alloc",
         inject::fail_page_alloc,

@@ -1,6 +1,7 @@
 //! Interfaces that walk or poke physical memory by PFN: soft/hard offlining, hwpoison
-//! injection, kpageflags/kpagecount, the idle page bitmap and DAMON's physical-address
-//! monitoring. PFNs come from memory block numbers or from the program's own mappings.
+//! injection, RAS CEC, kpageflags/kpagecount/kpagecgroup, /proc/kcore, the idle page bitmap
+//! and DAMON's physical-address monitoring. PFNs come from memory block numbers (by kind,
+//! from kpageflags) or from the program's own mappings.
 
 use super::{arg, done, span_val, Args, Ctx};
 use crate::protocol::Outcome;
@@ -155,6 +156,7 @@ pub fn damon_start(_: &Ctx, a: &Args) -> Outcome {
     let pfn = arg!(a.int("pfn"));
     let npages = arg!(a.int("npages")).max(1);
     let action = arg!(a.str("action")).to_string();
+    let aggr = arg!(a.int("aggr_us")).clamp(1000, 1_000_000);
     let page = sys::page_size();
     let start = pfn.wrapping_mul(page);
     let end = start.wrapping_add(npages.wrapping_mul(page));
@@ -168,6 +170,14 @@ pub fn damon_start(_: &Ctx, a: &Args) -> Outcome {
         (format!("{target}/regions/nr_regions"), "1".into()),
         (format!("{target}/regions/0/start"), start.to_string()),
         (format!("{target}/regions/0/end"), end.to_string()),
+        (
+            format!("{ctx0}/monitoring_attrs/intervals/sample_us"),
+            (aggr / 10).max(100).to_string(),
+        ),
+        (
+            format!("{ctx0}/monitoring_attrs/intervals/aggr_us"),
+            aggr.to_string(),
+        ),
     ];
     if action != "none" {
         let s = format!("{ctx0}/schemes/0");
@@ -200,5 +210,172 @@ pub fn damon_stop(_: &Ctx, _: &Args) -> Outcome {
     match damon_write(DAMON, "0") {
         Ok(()) => Outcome::ok(),
         Err((e, msg)) => Outcome::Errno { errno: e, msg },
+    }
+}
+
+/// /proc/kpageflags bits (include/uapi/linux/kernel-page-flags.h).
+pub mod kpf {
+    /// Slab page.
+    pub const SLAB: u64 = 1 << 7;
+    /// Free page in the buddy allocator.
+    pub const BUDDY: u64 = 1 << 10;
+    /// On an LRU list.
+    pub const LRU: u64 = 1 << 5;
+    /// Anonymous.
+    pub const ANON: u64 = 1 << 12;
+    /// hugetlb.
+    pub const HUGE: u64 = 1 << 17;
+    /// Not backed by a struct page the kernel can see (or offline section).
+    pub const NOPAGE: u64 = 1 << 20;
+    /// Part of a transparent huge page.
+    pub const THP: u64 = 1 << 22;
+    /// PageOffline (virtio-mem's fake-offline pages, balloon pages, memtrace).
+    pub const OFFLINE: u64 = 1 << 23;
+    /// PG_reserved (via KPF_RESERVED, bit 32).
+    pub const RESERVED: u64 = 1 << 32;
+}
+
+/// The kpageflags of `count` pages from `pfn` (fewer at the end of memory).
+pub fn page_flags(pfn: u64, count: u64) -> Result<Vec<u64>, i32> {
+    let fd = sys::open("/proc/kpageflags", libc::O_RDONLY)?;
+    let mut buf = vec![0u8; count as usize * 8];
+    let got = sys::pread(&fd, &mut buf, pfn.wrapping_mul(8))?;
+    Ok(buf[..got - got % 8]
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
+}
+
+/// Whether a page's flags make it of `kind` (see the descriptions' `pfn_kinds`).
+pub fn is_kind(flags: u64, kind: &str) -> bool {
+    match kind {
+        "offline" => flags & kpf::OFFLINE != 0,
+        "lru" => flags & kpf::LRU != 0,
+        "anon" => flags & kpf::ANON != 0,
+        "thp" => flags & kpf::THP != 0,
+        "hugetlb" => flags & kpf::HUGE != 0,
+        "buddy" => flags & kpf::BUDDY != 0,
+        "slab" => flags & kpf::SLAB != 0,
+        "reserved_nopage" => flags & (kpf::RESERVED | kpf::NOPAGE) != 0,
+        _ => flags & kpf::NOPAGE == 0,
+    }
+}
+
+/// The `nth` page (modulo the matches) of memory block `block` that is of `kind`.
+pub fn pfn_find(_: &Ctx, a: &Args) -> Outcome {
+    let block = arg!(a.int("block"));
+    let kind = arg!(a.str("kind"));
+    let nth = arg!(a.int("nth"));
+    let bs = match block_size() {
+        Ok(b) => b,
+        Err(e) => return Outcome::errno(e),
+    };
+    let per = (bs / sys::page_size()).max(1);
+    let first = block.wrapping_mul(per);
+    let flags = match page_flags(first, per) {
+        Ok(f) => f,
+        Err(e) => return Outcome::errno(e),
+    };
+    let matching: Vec<u64> = flags
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| is_kind(**f, kind))
+        .map(|(i, _)| first + i as u64)
+        .collect();
+    if matching.is_empty() {
+        return Outcome::errno(libc::ENOENT);
+    }
+    Outcome::val(matching[(nth % matching.len() as u64) as usize])
+}
+
+/// /proc/kpagecgroup: the memory cgroup inode of `count` pages from `pfn`.
+pub fn kpagecgroup(_: &Ctx, a: &Args) -> Outcome {
+    read_u64s(
+        "/proc/kpagecgroup",
+        arg!(a.int("pfn")),
+        arg!(a.int("count")),
+    )
+}
+
+/// RAS_CEC's debugfs interface.
+pub const CEC: &str = "/sys/kernel/debug/ras/cec/pfn";
+
+/// A corrected memory error on `pfn` for the RAS correctable-errors collector.
+pub fn cec_pfn(_: &Ctx, a: &Args) -> Outcome {
+    let pfn = arg!(a.int("pfn"));
+    done(sys::write_str(CEC, &format!("0x{pfn:x}")))
+}
+
+/// Reads the direct mapping of `count` pages from `pfn` through /proc/kcore (the ELF note
+/// segments map physical memory at the kernel's direct-map addresses).
+pub fn kcore_read(_: &Ctx, a: &Args) -> Outcome {
+    let pfn = arg!(a.int("pfn"));
+    let count = arg!(a.int("count")).clamp(1, 64);
+    let page = sys::page_size();
+    let phys = pfn.wrapping_mul(page);
+    let fd = match sys::open("/proc/kcore", libc::O_RDONLY) {
+        Ok(f) => f,
+        Err(e) => return Outcome::errno(e),
+    };
+    // ELF64 header, then program headers: find the PT_LOAD whose p_paddr range holds phys.
+    let mut eh = [0u8; 64];
+    if let Err(e) = sys::pread(&fd, &mut eh, 0) {
+        return Outcome::errno(e);
+    }
+    if &eh[..4] != b"\x7fELF" || eh[4] != 2 {
+        return Outcome::errno(libc::ENOEXEC);
+    }
+    let u16at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u64at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().expect("8"));
+    let phoff = u64at(&eh, 32);
+    let phentsize = u16at(&eh, 54);
+    let phnum = u16at(&eh, 56).min(4096);
+    let mut ph = vec![0u8; (phentsize * phnum) as usize];
+    if let Err(e) = sys::pread(&fd, &mut ph, phoff) {
+        return Outcome::errno(e);
+    }
+    for i in 0..phnum as usize {
+        let h = &ph[i * phentsize as usize..][..56.min(phentsize as usize)];
+        if h.len() < 56 || u32::from_le_bytes(h[0..4].try_into().expect("4")) != 1 {
+            continue;
+        }
+        let offset = u64at(h, 8);
+        let paddr = u64at(h, 24);
+        let filesz = u64at(h, 32);
+        if paddr != u64::MAX && phys >= paddr && phys < paddr.saturating_add(filesz) {
+            let len = (count * page).min(paddr + filesz - phys) as usize;
+            let mut buf = vec![0u8; len];
+            return match sys::pread(&fd, &mut buf, offset + (phys - paddr)) {
+                Ok(n) => Outcome::val(n as u64),
+                Err(e) => Outcome::errno(e),
+            };
+        }
+    }
+    Outcome::errno(libc::ENXIO)
+}
+
+/// madvise(MADV_HWPOISON) or (soft) madvise(MADV_SOFT_OFFLINE) on part of a mapping.
+pub fn madvise_poison(ctx: &Ctx, a: &Args) -> Outcome {
+    let map = arg!(a.int("map"));
+    let off = arg!(a.int("offset"));
+    let len = arg!(a.int("len"));
+    let soft = arg!(a.int("soft")) != 0;
+    let page = sys::page_size();
+    let advice = if soft { 101 } else { 100 }; // MADV_SOFT_OFFLINE, MADV_HWPOISON
+    let r = ctx.maps.with_span(map, off, len, |s| {
+        let start = s.addr & !(page - 1);
+        let end = (s.addr + s.len).div_ceil(page) * page;
+        // SAFETY: advising pages of our own registered mapping.
+        let r =
+            unsafe { libc::madvise(start as *mut libc::c_void, (end - start) as usize, advice) };
+        if r != 0 {
+            Err(sys::errno())
+        } else {
+            Ok(0)
+        }
+    });
+    match r {
+        Ok(Ok(_)) => Outcome::ok(),
+        Ok(Err(e)) | Err(e) => Outcome::errno(e),
     }
 }

@@ -128,7 +128,7 @@ fn hugepage_dir(size: &str) -> String {
 pub fn hugetlb_pool(_: &Ctx, a: &Args) -> Outcome {
     let size = arg!(a.str("size"));
     let node = arg!(a.i64("node"));
-    let count = arg!(a.int("count"));
+    let asked = arg!(a.int("count"));
     let dir = hugepage_dir(size);
     let path = if node < 0 {
         format!("/sys/kernel/mm/hugepages/{dir}/nr_hugepages")
@@ -140,7 +140,38 @@ pub fn hugetlb_pool(_: &Ctx, a: &Args) -> Outcome {
             why: format!("no {size} huge pages on this kernel"),
         };
     }
-    done(sys::write_str(&path, &count.to_string()))
+    // A pool may grow only by what the guest can spare now, keeping POOL_MARGIN free: a pool
+    // that takes the last memory starves the guest (the harness's doing, not a kernel bug).
+    let page: u64 = match size {
+        "1G" => 1 << 30,
+        "16M" => 16 << 20,
+        _ => 2 << 20,
+    };
+    let current = sys::read_str(&path)
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(0);
+    let spare = crate::engine::mem_available()
+        .unwrap_or(0)
+        .saturating_sub(POOL_MARGIN)
+        / page;
+    let count = asked.min(current + spare);
+    match sys::write_str(&path, &count.to_string()) {
+        Ok(()) if count != asked => Outcome::val(count),
+        r => done(r),
+    }
+}
+
+/// What a hugetlb pool always leaves free.
+pub const POOL_MARGIN: u64 = 256 << 20;
+
+/// `vm.compaction_proactiveness` (0 turns proactive compaction off).
+pub fn compaction_proactiveness(_: &Ctx, a: &Args) -> Outcome {
+    let v = arg!(a.int("value")).min(100);
+    done(sys::write_str(
+        "/proc/sys/vm/compaction_proactiveness",
+        &v.to_string(),
+    ))
 }
 
 /// Compacts all memory (`node` < 0) or one node.
