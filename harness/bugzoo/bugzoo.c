@@ -27,6 +27,14 @@
  *                      trigger, but kernel allocations land in a freshly onlined ZONE_NORMAL
  *                      block at once and make its offlining fail before any notifier runs.)
  *                      Title: "INFO: task hung in bugzoo_stuck_offline".
+ *   race_walker        A race: WARN when a block starts going offline while a /proc/kpageflags
+ *                      read (a PFN walker) is in progress, for the third time since the module
+ *                      loaded. Each MEM_GOING_OFFLINE opens a 1 ms window; a read that starts
+ *                      inside it counts too. One offline next to one read rarely overlaps:
+ *                      finding it takes offlines repeated while kpageflags is read in a loop
+ *                      on another thread, which is the shape of the real races between PFN
+ *                      walkers and offlining (virtio-mem's fake-offline pages).
+ *                      Title: "WARNING in bugzoo_race_walker".
  *
  * The `trigger` parameter fires a bug at once (for collecting console logs): warn, warn_msg,
  * bug, null, gpf, pagefault, badpage, softlockup, hung, list, refcount, atomic_sleep, panic,
@@ -34,7 +42,9 @@
  * kfence.sample_interval).
  */
 
+#include <linux/atomic.h>
 #include <linux/delay.h>
+#include <linux/kprobes.h>
 #include <linux/kfence.h>
 #include <linux/list.h>
 #include <linux/memory.h>
@@ -50,7 +60,7 @@
 
 static char bugs[128];
 module_param_string(bugs, bugs, sizeof(bugs), 0644);
-MODULE_PARM_DESC(bugs, "armed bugs: warn_reonline,bug_double_cancel,badpage_offline,stuck_offline");
+MODULE_PARM_DESC(bugs, "armed bugs: warn_reonline,bug_double_cancel,badpage_offline,stuck_offline,race_walker");
 
 static unsigned int stuck_secs = 300;
 module_param(stuck_secs, uint, 0644);
@@ -170,6 +180,47 @@ static noinline void bugzoo_stuck_offline(unsigned long pfn)
 	KEEP_FRAME();
 }
 
+/* race_walker: /proc/kpageflags reads in progress, whether a block is going offline now, and
+ * how often the two met. */
+static atomic_t walkers_in = ATOMIC_INIT(0);
+static atomic_t going_offline_now = ATOMIC_INIT(0);
+static atomic_t overlaps = ATOMIC_INIT(0);
+static bool walker_probe_on;
+
+static noinline void bugzoo_race_walker(int n)
+{
+	WARN(1, "bugzoo: a block went offline during a kpageflags read (%d times)\n", n);
+}
+
+static void race_met(void)
+{
+	int n = atomic_inc_return(&overlaps);
+
+	if (n == 3)
+		bugzoo_race_walker(n);
+}
+
+static int walker_enter(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	atomic_inc(&walkers_in);
+	if (armed("race_walker") && atomic_read(&going_offline_now))
+		race_met();
+	return 0;
+}
+
+static int walker_leave(struct kretprobe_instance *ri, struct pt_regs *regs)
+{
+	atomic_dec(&walkers_in);
+	return 0;
+}
+
+static struct kretprobe walker_probe = {
+	.kp.symbol_name = "kpageflags_read",
+	.entry_handler = walker_enter,
+	.handler = walker_leave,
+	.maxactive = 16,
+};
+
 /* The most recent event before the i-th one that is not a "going" event. */
 static enum ev settled_before(struct block_hist *h, unsigned int i)
 {
@@ -209,6 +260,14 @@ static int bugzoo_memory_notify(struct notifier_block *nb, unsigned long action,
 		break;
 	default:
 		return NOTIFY_OK;
+	}
+
+	if (e == BZ_EV_GOING_OFFLINE && armed("race_walker")) {
+		atomic_set(&going_offline_now, 1);
+		if (atomic_read(&walkers_in) > 0)
+			race_met();
+		mdelay(1);
+		atomic_set(&going_offline_now, 0);
 	}
 
 	mutex_lock(&hist_lock);
@@ -422,12 +481,17 @@ static int __init bugzoo_init(void)
 
 	if (ret)
 		return ret;
-	pr_info("bugzoo: loaded, armed: '%s'\n", bugs);
+	/* Without the probe (no kprobes, or kpageflags_read inlined) race_walker cannot fire. */
+	walker_probe_on = register_kretprobe(&walker_probe) == 0;
+	pr_info("bugzoo: loaded, armed: '%s'%s\n", bugs,
+		walker_probe_on ? "" : " (no kpageflags_read probe: race_walker is off)");
 	return 0;
 }
 
 static void __exit bugzoo_exit(void)
 {
+	if (walker_probe_on)
+		unregister_kretprobe(&walker_probe);
 	unregister_memory_notifier(&bugzoo_nb);
 }
 

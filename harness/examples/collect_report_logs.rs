@@ -125,7 +125,7 @@ fn cases() -> Vec<Case> {
             cmdline: &[],
             steps: vec![
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\n",
+                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\n",
                 ),
                 Sleep(1),
             ],
@@ -136,7 +136,7 @@ fn cases() -> Vec<Case> {
             cmdline: &[],
             steps: vec![
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nnotifier_inject(action=\"MEM_GOING_OFFLINE\", errno=-0x10)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"offline\")\n",
+                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nnotifier_inject(action=\"MEM_GOING_OFFLINE\", errno=-0x10)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"offline\")\n",
                 ),
                 Sleep(2),
             ],
@@ -147,7 +147,7 @@ fn cases() -> Vec<Case> {
             cmdline: &[],
             steps: vec![
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nnotifier_inject(action=\"MEM_GOING_OFFLINE\", errno=-0x10)\nmemblock_state(block=r0, state=\"offline\")\nnotifier_inject(action=\"MEM_GOING_OFFLINE\", errno=0x0)\nmemblock_state(block=r0, state=\"offline\")\n",
+                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nnotifier_inject(action=\"MEM_GOING_OFFLINE\", errno=-0x10)\nmemblock_state(block=r0, state=\"offline\")\nnotifier_inject(action=\"MEM_GOING_OFFLINE\", errno=0x0)\nmemblock_state(block=r0, state=\"offline\")\n",
                 ),
                 Sleep(2),
             ],
@@ -159,7 +159,7 @@ fn cases() -> Vec<Case> {
             steps: vec![
                 Sh("echo 5 > /proc/sys/kernel/hung_task_timeout_secs"),
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_state(block=r0, state=\"offline\")\n",
+                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nr0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_state(block=r0, state=\"offline\")\n",
                 ),
                 WaitFor("blocked for more than", 60),
                 Sleep(2),
@@ -171,7 +171,7 @@ fn cases() -> Vec<Case> {
             cmdline: &[],
             steps: vec![
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x20000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nmemblock_state(block=0x1, state=\"offline\")\nmemblock_state(block=0x5, state=\"offline\")\nr1 = memblock_find(which=\"movable\", nth=0x1)\nmemblock_state(block=r1, state=\"offline\")\nmemblock_state(block=r1, state=\"online_kernel\")\ndrop_caches(what=0x3)\nsleep_ms(ms=0x1f4)\nmemblock_state(block=r1, state=\"offline\")\nr0 = pfn_in_block(block=0x21, page=0x10)\nhwpoison_corrupt(pfn=r0)\nhwpoison_unpoison(pfn=r0)\nsoft_offline(pfn=r0)\nvirtio_mem_resize(dev=0x0, size=0x0)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\n",
+                    "virtio_mem_resize(dev=0x0, size=0x20000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nmemblock_state(block=0x1, state=\"offline\")\nmemblock_state(block=0x5, state=\"offline\")\nr1 = memblock_find(which=\"movable\", nth=0x1)\nmemblock_state(block=r1, state=\"offline\")\nmemblock_state(block=r1, state=\"online_kernel\")\ndrop_caches(what=0x3)\nsleep_ms(ms=0x1f4)\nmemblock_state(block=r1, state=\"offline\")\nr0 = pfn_in_block(block=0x21, page=0x10)\nhwpoison_corrupt(pfn=r0)\nhwpoison_unpoison(pfn=r0)\nsoft_offline(pfn=r0)\nvirtio_mem_resize(dev=0x0, size=0x0)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\n",
                 ),
                 Sleep(1),
             ],
@@ -187,7 +187,7 @@ fn cases() -> Vec<Case> {
             bugs: "",
             cmdline: &[],
             steps: vec![
-                Prog("virtio_mem_resize(dev=0x0, size=0x30000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nvirtio_mem_resize(dev=0x0, size=0x8000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nballoon(target=0x38000000)\nsleep_ms(ms=0x3e8)\nballoon(target=0x40000000)\n"),
+                Prog("virtio_mem_resize(dev=0x0, size=0x30000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nvirtio_mem_resize(dev=0x0, size=0x8000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nballoon(target=0x38000000)\nsleep_ms(ms=0x3e8)\nballoon(target=0x40000000)\n"),
                 Sleep(1),
             ],
         },
@@ -203,7 +203,7 @@ fn cases() -> Vec<Case> {
             cmdline: &[],
             steps: vec![
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x20000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nr0 = memblock_find(which=\"movable\", nth=0x2)\nr1 = mmap_anon(len=0x400000, thp=\"huge\", populate=0x1, node=-0x1) (thread: 1)\nmemblock_state(block=r0, state=\"offline\")\nmmap_touch(map=r1, offset=0x0, len=0x400000, write=0x1) (thread: 1)\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_online(block=r0, on=0x0)\nmemblock_online(block=r0, on=0x1)\n",
+                    "virtio_mem_resize(dev=0x0, size=0x20000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nr0 = memblock_find(which=\"movable\", nth=0x2)\nr1 = mmap_anon(len=0x400000, thp=\"huge\", populate=0x1, node=-0x1) (thread: 1)\nmemblock_state(block=r0, state=\"offline\")\nmmap_touch(map=r1, offset=0x0, len=0x400000, write=0x1) (thread: 1)\nmemblock_state(block=r0, state=\"online_movable\")\nmemblock_online(block=r0, on=0x0)\nmemblock_online(block=r0, on=0x1)\n",
                 ),
                 Sleep(1),
             ],
@@ -214,7 +214,7 @@ fn cases() -> Vec<Case> {
             cmdline: &[],
             steps: vec![
                 Prog(
-                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x2710)\nr0 = mmap_anon(len=0x200000, thp=\"nohuge\", populate=0x1, node=0x0)\nr1 = vmsplice_pin(map=r0, offset=0x0, len=0x1000)\nr2 = pfn_of_map(map=r0, offset=0x0)\nr3 = memblock_of_pfn(pfn=r2)\nmemblock_state(block=r3, state=\"offline\")\nmemblock_state(block=r3, state=\"offline\")\n",
+                    "virtio_mem_resize(dev=0x0, size=0x10000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\nr0 = mmap_anon(len=0x200000, thp=\"nohuge\", populate=0x1, node=0x0)\nr1 = vmsplice_pin(map=r0, offset=0x0, len=0x1000)\nr2 = pfn_of_map(map=r0, offset=0x0)\nr3 = memblock_of_pfn(pfn=r2)\nmemblock_state(block=r3, state=\"offline\")\nmemblock_state(block=r3, state=\"offline\")\n",
                 ),
                 Sleep(2),
             ],

@@ -120,6 +120,7 @@ fn list_shows_the_store() {
         },
         guest: None,
         symbolized: None,
+        injections: Vec::new(),
     };
     store.file(&r, &ev).unwrap();
     store.file(&r, &ev).unwrap();

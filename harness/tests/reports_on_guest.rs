@@ -84,8 +84,12 @@ fn bug_zoo_reports_end_to_end() {
     assert!(rip.ends_with(&want), "{rip} (wanted {want})");
 
     // Filed with its evidence, then deduplicated.
-    let filed =
-        hotfuzz::store::file_run(&store, &reports, &r, &vm, &run_log, &kinfo, &record).unwrap();
+    let prov = hotfuzz::store::Provenance {
+        kernel: &kinfo,
+        guest: &record,
+        injections: &[],
+    };
+    let filed = hotfuzz::store::file_run(&store, &reports, &r, &vm, &run_log, prov).unwrap();
     assert!(filed[0].new);
     let rd = &filed[0].dir;
     let meta = std::fs::read_to_string(rd.join("meta.yaml")).unwrap();
@@ -117,8 +121,7 @@ fn bug_zoo_reports_end_to_end() {
     let r2 = runner.run(&d, &p2, &opts).unwrap();
     let reports2 = hotfuzz::judge::reports(&vm, runner.agent(), &p2, &r2, Duration::from_secs(10));
     assert_eq!(reports2.len(), 1, "{reports2:#?}");
-    let filed2 =
-        hotfuzz::store::file_run(&store, &reports2, &r2, &vm, &run_log, &kinfo, &record).unwrap();
+    let filed2 = hotfuzz::store::file_run(&store, &reports2, &r2, &vm, &run_log, prov).unwrap();
     assert!(!filed2[0].new);
     assert_eq!(filed2[0].dir, *rd);
     assert_eq!(store.list().unwrap()[0].meta.count, 2);

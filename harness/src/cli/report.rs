@@ -173,7 +173,7 @@ fn list(a: ReportListArgs) -> Result<i32> {
     for s in &all {
         let m = &s.meta;
         println!(
-            "{:<6} {:<20} {:<22} {:<5} {}{}",
+            "{:<6} {:<20} {:<22} {:<5} {}{}{}",
             m.count,
             m.last_seen,
             serde_json::to_value(m.kind)
@@ -183,6 +183,11 @@ fn list(a: ReportListArgs) -> Result<i32> {
             m.title,
             if m.corrupted.is_some() {
                 " (corrupted)"
+            } else {
+                ""
+            },
+            if m.only_injected() {
+                " (only with fault injection)"
             } else {
                 ""
             }

@@ -94,12 +94,27 @@ pub fn run(a: RunArgs) -> Result<i32> {
                 eprintln!("hotfuzz: the run says nothing about the kernel: {why}");
                 lost = true;
             }
+            for i in &verdict.injections {
+                eprintln!("hotfuzz: fault injection was armed: {i}");
+            }
+            if let Some(oom) = &verdict.oom {
+                eprintln!("hotfuzz: the guest ran out of memory: {oom}");
+            }
             let reports = verdict.reports;
             reported |= !reports.is_empty();
             if let Some(store) = &store {
-                for f in
-                    hotfuzz::store::file_run(store, &reports, &r, &vm, &run_log, &kinfo, &record)?
-                {
+                for f in hotfuzz::store::file_run(
+                    store,
+                    &reports,
+                    &r,
+                    &vm,
+                    &run_log,
+                    hotfuzz::store::Provenance {
+                        kernel: &kinfo,
+                        guest: &record,
+                        injections: &verdict.injections,
+                    },
+                )? {
                     eprintln!(
                         "hotfuzz: {} report {}",
                         if f.new { "new" } else { "known" },
@@ -115,6 +130,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
                     "ops": r.ops.iter().map(|o| json!({
                         "index": o.index, "thread": o.thread, "op": prog.ops[o.index].print(&d),
                         "outcome": o.outcome, "dur_us": o.duration.as_micros() as u64,
+                        "runs": o.runs, "oks": o.oks,
                     })).collect::<Vec<_>>(),
                     "reports": reports,
                     "lost": r.lost, "abandoned_threads": r.abandoned,
@@ -125,8 +141,13 @@ pub fn run(a: RunArgs) -> Result<i32> {
                     println!("== run {} of {}", rep + 1, a.repeat);
                 }
                 for o in &r.ops {
+                    let runs = if o.runs > 1 {
+                        format!(", {} of {} runs ok", o.oks, o.runs)
+                    } else {
+                        String::new()
+                    };
                     println!(
-                        "{:>3} [t{}] {:<60} {} ({:.1} ms)",
+                        "{:>3} [t{}] {:<60} {} ({:.1} ms{runs})",
                         o.index,
                         o.thread,
                         prog.ops[o.index].print(&d),

@@ -272,6 +272,7 @@ impl GuestTarget {
             self.restart();
             return Ok(Err(why));
         }
+        let injections = verdict.injections;
         let reports = verdict.reports;
         let mut ex = Execution {
             features: features::features(prog, &run),
@@ -296,8 +297,11 @@ impl GuestTarget {
                 &run,
                 &r.vm,
                 &r.run_log,
-                &kinfo,
-                &r.record,
+                crate::store::Provenance {
+                    kernel: &kinfo,
+                    guest: &r.record,
+                    injections: &injections,
+                },
             )?;
             for (rep, f) in filed.iter().zip(stored) {
                 ex.reports.push(Found {

@@ -25,6 +25,14 @@ pub struct Verdict {
     /// Set when the run says nothing about the kernel (QEMU died without a kernel report:
     /// killed from outside, or QEMU's own crash). Then `reports` is empty.
     pub infra: Option<String>,
+    /// Set when the kernel ran out of memory during the run (the program's own allocations,
+    /// pools, balloon or offlined memory): an outcome to count, not a bug. The reports that
+    /// follow from it (a panic because nothing was left to kill, a lost guest, a hang) are
+    /// dropped; other kernel reports stay.
+    pub oom: Option<String>,
+    /// Fault injection armed in the guest when the reports were made (notifier errors,
+    /// fail_page_alloc, poisoned pages).
+    pub injections: Vec<String>,
 }
 
 /// The kernel reports in a run's console output.
@@ -91,19 +99,109 @@ pub fn judge(vm: &Vm, agent: &Agent, prog: &Program, run: &RunResult, settle: Du
         later.console = vm.console().lines_since(mark);
         reports = self::reports(vm, agent, prog, &later, Duration::ZERO);
     }
-    decide(
+    let oom = oom_in(&run.console);
+    let mut v = decide(
         reports,
         vm.exit_status().map(|s| s.to_string()).unwrap_or_default(),
-    )
+        oom,
+    );
+    if !v.reports.is_empty() && vm.is_alive() {
+        v.injections = crate::run::probe::injections(agent);
+    }
+    v.injections.extend(injected_by(prog, run));
+    v.injections.sort();
+    v.injections.dedup();
+    v
+}
+
+/// The OOM killer's work in a run's console lines, if any (the first line that says so).
+pub fn oom_in(console: &[ConsoleLine]) -> Option<String> {
+    console.iter().find_map(|l| {
+        let t = l.text.as_str();
+        let hit = t.contains("invoked oom-killer")
+            || t.contains("Out of memory: Killed process")
+            || t.contains("Memory cgroup out of memory")
+            || t.contains("Out of memory and no killable processes")
+            || t.contains("System is deadlocked on memory");
+        hit.then(|| {
+            crate::report::lines::parse_line(0, t)
+                .text
+                .trim()
+                .chars()
+                .take(200)
+                .collect()
+        })
+    })
+}
+
+/// What the program itself armed, even if it disarmed it again before the end.
+fn injected_by(prog: &Program, run: &RunResult) -> Vec<String> {
+    let mut v = Vec::new();
+    for o in &run.ops {
+        let ok = matches!(
+            o.outcome,
+            Some(hotfuzz_executor::protocol::Outcome::Ok { .. })
+        ) || o.oks > 0;
+        if !ok {
+            continue;
+        }
+        let op = &prog.ops[o.index];
+        let arg = |i: usize| match op.args.get(i) {
+            Some(crate::program::prog::Arg::Str(s)) => s.clone(),
+            Some(crate::program::prog::Arg::Int(v)) => format!("{v:#x}"),
+            _ => String::new(),
+        };
+        match op.name.as_str() {
+            "notifier_fail_offline" if arg(0) != "none" => {
+                v.push(format!("notifier: MEM_GOING_OFFLINE fails with {}", arg(0)))
+            }
+            "notifier_fail_online" if arg(0) != "none" => {
+                v.push(format!("notifier: MEM_GOING_ONLINE fails with {}", arg(0)))
+            }
+            "fail_page_alloc" if arg(0) != "0x0" => {
+                v.push(format!("fail_page_alloc: probability {}", arg(0)))
+            }
+            "hard_offline" | "hwpoison_corrupt" | "madvise_poison" | "cec_pfn" => {
+                v.push(format!("hwpoison: {} by the program", op.name))
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// Whether a report follows from running out of memory rather than from a kernel bug.
+fn follows_from_oom(r: &Report) -> bool {
+    let t = r.title.as_str();
+    matches!(
+        r.kind,
+        ReportType::LostConnection
+            | ReportType::NoOutput
+            | ReportType::QemuExited
+            | ReportType::StuckOp
+            | ReportType::HungTask
+            | ReportType::VirtioMemNotSettled
+    ) || (r.kind == ReportType::Panic
+        && (t.contains("deadlocked on memory")
+            || t.contains("Out of memory")
+            || t.contains("out of memory")))
 }
 
 /// The pure part of [`judge`]: what the reports of a run add up to. `qemu_exit` describes
-/// QEMU's exit status, for the infrastructure failure's message.
-pub fn decide(mut reports: Vec<Report>, qemu_exit: String) -> Verdict {
-    if reports.iter().any(|r| r.kind == ReportType::QemuExited) && !kernel_says(&reports) {
+/// QEMU's exit status, for the infrastructure failure's message; `oom` is the console's OOM
+/// line, if the kernel ran out of memory.
+pub fn decide(mut reports: Vec<Report>, qemu_exit: String, oom: Option<String>) -> Verdict {
+    if let Some(o) = &oom {
+        reports.retain(|r| !follows_from_oom(r));
+        let _ = o;
+    }
+    if oom.is_none()
+        && reports.iter().any(|r| r.kind == ReportType::QemuExited)
+        && !kernel_says(&reports)
+    {
         return Verdict {
-            reports: Vec::new(),
             infra: Some(format!("QEMU exited without a kernel report ({qemu_exit})")),
+            ..Verdict::default()
         };
     }
     if kernel_says(&reports) {
@@ -116,7 +214,8 @@ pub fn decide(mut reports: Vec<Report>, qemu_exit: String) -> Verdict {
     }
     Verdict {
         reports,
-        infra: None,
+        oom,
+        ..Verdict::default()
     }
 }
 
@@ -157,6 +256,7 @@ mod tests {
                 rep(ReportType::StuckOp, "hang: sleep_ms did not return"),
             ],
             "signal: 9".into(),
+            None,
         );
         assert!(v.reports.is_empty());
         assert!(v.infra.unwrap().contains("signal: 9"));
@@ -168,12 +268,67 @@ mod tests {
                 rep(ReportType::QemuExited, "qemu exited unexpectedly"),
             ],
             String::new(),
+            None,
         );
         assert!(v.infra.is_none());
         let titles: Vec<&str> = v.reports.iter().map(|r| r.title.as_str()).collect();
         assert_eq!(titles, ["WARNING in f", "qemu exited unexpectedly"]);
         // A stuck operation alone stays.
-        let v = decide(vec![rep(ReportType::StuckOp, "hang")], String::new());
+        let v = decide(vec![rep(ReportType::StuckOp, "hang")], String::new(), None);
         assert_eq!(v.reports.len(), 1);
+    }
+
+    #[test]
+    fn running_out_of_memory_is_an_outcome_not_a_bug() {
+        // The guest deadlocked on memory and stopped answering: an OOM, nothing filed.
+        let v = decide(
+            vec![
+                rep(
+                    ReportType::Panic,
+                    "kernel panic: System is deadlocked on memory",
+                ),
+                rep(
+                    ReportType::LostConnection,
+                    "lost connection to test machine",
+                ),
+            ],
+            String::new(),
+            Some("Out of memory: Killed process 230 (hotfuzz-executor)".into()),
+        );
+        assert!(v.reports.is_empty(), "{:?}", v.reports);
+        assert!(v.infra.is_none());
+        assert!(v.oom.is_some());
+        // A WARN before the OOM is still a finding.
+        let v = decide(
+            vec![
+                rep(ReportType::Warning, "WARNING in f"),
+                rep(
+                    ReportType::Panic,
+                    "kernel panic: Out of memory and no killable processes...",
+                ),
+            ],
+            String::new(),
+            Some("x invoked oom-killer".into()),
+        );
+        assert_eq!(v.reports.len(), 1);
+        assert_eq!(v.reports[0].title, "WARNING in f");
+        // QEMU dying after an OOM panic is the OOM, not infrastructure.
+        let v = decide(
+            vec![rep(ReportType::QemuExited, "qemu exited unexpectedly")],
+            "exit status: 0".into(),
+            Some("Out of memory: Killed process 1".into()),
+        );
+        assert!(v.infra.is_none() && v.reports.is_empty() && v.oom.is_some());
+        let line = |t: &str| hotfuzz_vm::console::ConsoleLine {
+            index: 0,
+            time: std::time::SystemTime::now(),
+            at: std::time::Instant::now(),
+            text: t.into(),
+        };
+        assert!(oom_in(&[line(
+            "[ 5.0] hotfuzz-t0 invoked oom-killer: gfp_mask=0x140cca"
+        )])
+        .is_some());
+        assert!(oom_in(&[line("[ 5.0] something else")]).is_none());
     }
 }

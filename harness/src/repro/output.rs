@@ -177,6 +177,7 @@ fn file_new(ctx: &Context, rep: &Report, m: &Minimized, crash: &CrashFiles) -> R
             crash.accel,
         )),
         symbolized: None,
+        injections: crash.injections.clone(),
     };
     Ok(store.file(rep, &ev)?.dir)
 }

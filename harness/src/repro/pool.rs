@@ -63,6 +63,8 @@ pub struct CrashFiles {
     pub report: Option<Report>,
     /// The accelerator the guest ran with.
     pub accel: Option<hotfuzz_vm::Accel>,
+    /// Fault injection armed when the report fired (see `judge::Verdict::injections`).
+    pub injections: Vec<String>,
 }
 
 struct Job {
@@ -213,6 +215,7 @@ fn run_one(
             outcome = RunOutcome::Infra(why);
             break;
         }
+        let injections = verdict.injections;
         let reports = verdict.reports;
         let hit = {
             let mut t = lock(target);
@@ -246,6 +249,7 @@ fn run_one(
                 run_log: std::fs::read_to_string(&run_log).unwrap_or_default(),
                 report: Some(rep),
                 accel: Some(vm.accel()),
+                injections,
             };
             let _ = std::fs::remove_file(&run_log);
             return RunOutcome::Crashed(Box::new(ev));

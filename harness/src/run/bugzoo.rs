@@ -19,6 +19,7 @@ pub const BUGS: &[&str] = &[
     "bug_double_cancel",
     "badpage_offline",
     "stuck_offline",
+    "race_walker",
 ];
 
 /// Builds (or reuses from the cache) bugzoo.ko for `kernel`.

@@ -290,3 +290,26 @@ if [ -d $d ] && [ "$(cat $d/state)" = online ] && [ "$(cat $d/valid_zones)" != M
     }
     f
 }
+
+/// Fault injection armed in the guest now: memory notifier errors, fail_page_alloc, and
+/// hardware-poisoned memory (`HardwareCorrupted` in /proc/meminfo).
+pub fn injections(agent: &Agent) -> Vec<String> {
+    let script = r#"d=/sys/kernel/debug/notifier-error-inject/memory/actions
+for a in MEM_GOING_OFFLINE MEM_GOING_ONLINE; do
+  [ -r $d/$a/error ] && v=$(cat $d/$a/error) && [ "$v" != 0 ] && echo "notifier: $a fails with errno $v"
+done
+f=/sys/kernel/debug/fail_page_alloc/probability
+[ -r $f ] && v=$(cat $f) && [ "$v" != 0 ] && echo "fail_page_alloc: probability $v"
+grep '^HardwareCorrupted: *[1-9]' /proc/meminfo | sed 's/^HardwareCorrupted: */hwpoison: /;s/ kB/ KiB poisoned/'
+true"#;
+    agent
+        .run(script, Duration::from_secs(10))
+        .map(|o| {
+            o.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -84,6 +84,17 @@ pub fn kernel_info(k: &Kernel) -> KernelInfo {
     }
 }
 
+/// Where and under what conditions a run happened: recorded with every report it files.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// The kernel the guest booted.
+    pub kernel: &'a KernelInfo,
+    /// The guest machine.
+    pub guest: &'a GuestRecord,
+    /// Fault injection armed during the run (`judge::Verdict::injections`).
+    pub injections: &'a [String],
+}
+
 /// Files every report of a judged run into `store`: the console excerpt, the full console log,
 /// the run log and every program in it (all of them since the guest booted: state a program
 /// left behind belongs to a later report's history).
@@ -93,8 +104,7 @@ pub fn file_run(
     r: &RunResult,
     vm: &Vm,
     run_log: &Path,
-    kernel: &KernelInfo,
-    guest: &GuestRecord,
+    prov: Provenance<'_>,
 ) -> Result<Vec<Filed>> {
     let programs = std::fs::read_to_string(run_log)
         .map(|t| crate::run::runlog::program_texts(&t))
@@ -106,9 +116,10 @@ pub fn file_run(
             excerpt: crate::judge::excerpt(&r.console, rep),
             programs: programs.clone(),
             run_log: Some(run_log.to_path_buf()),
-            kernel: kernel.clone(),
-            guest: Some(guest.clone()),
+            kernel: prov.kernel.clone(),
+            guest: Some(prov.guest.clone()),
             symbolized: None,
+            injections: prov.injections.to_vec(),
         };
         filed.push(store.file(rep, &ev)?);
     }

@@ -13,7 +13,7 @@
 
 pub mod file;
 
-pub use file::{file_run, kernel_info, GuestRecord};
+pub use file::{file_run, kernel_info, GuestRecord, Provenance};
 
 use crate::report::{Report, ReportType};
 use anyhow::{Context, Result};
@@ -62,6 +62,14 @@ pub struct Meta {
     pub last_seen: String,
     /// Times seen.
     pub count: u64,
+    /// Fault injection armed when it was seen (notifier errors, fail_page_alloc, poisoned
+    /// pages), over every occurrence: a report seen only with injection may be the
+    /// injection's doing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub injections: Vec<String>,
+    /// Occurrences with fault injection armed (the rest of `count` had none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub injected_count: u64,
     /// Reproduction attempts: crashes/runs, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reproducibility: Option<String>,
@@ -84,6 +92,8 @@ pub struct Evidence {
     pub guest: Option<GuestRecord>,
     /// The report text with file:line added, if symbolized.
     pub symbolized: Option<String>,
+    /// Fault injection armed when the report was made.
+    pub injections: Vec<String>,
 }
 
 /// A stored report.
@@ -184,6 +194,14 @@ impl Store {
             let mut meta = s.meta.clone();
             meta.count += 1;
             meta.last_seen = now();
+            if !ev.injections.is_empty() {
+                meta.injected_count += 1;
+            }
+            for i in &ev.injections {
+                if !meta.injections.contains(i) {
+                    meta.injections.push(i.clone());
+                }
+            }
             for t in r.titles() {
                 if t != meta.title && !meta.alt_titles.iter().any(|a| a == t) {
                     meta.alt_titles.push(t.to_string());
@@ -221,6 +239,8 @@ impl Store {
             first_seen: t.clone(),
             last_seen: t,
             count: 1,
+            injections: ev.injections.clone(),
+            injected_count: u64::from(!ev.injections.is_empty()),
             reproducibility: None,
         };
         write_evidence(tmp.path(), r, ev)?;
@@ -234,6 +254,18 @@ impl Store {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Meta {
+    /// Whether every occurrence had fault injection armed: the report may be the
+    /// injection's doing rather than a kernel bug.
+    pub fn only_injected(&self) -> bool {
+        self.injected_count > 0 && self.injected_count == self.count
+    }
+}
+
 fn write_evidence(dir: &Path, r: &Report, ev: &Evidence) -> Result<()> {
     let mut report = format!("{}\n\n{}\n", r.title, r.text);
     if let Some(c) = &r.corrupted {
@@ -241,6 +273,15 @@ fn write_evidence(dir: &Path, r: &Report, ev: &Evidence) -> Result<()> {
     }
     if let Some(s) = &ev.symbolized {
         report = format!("{}\n\n{s}\n", r.title);
+    }
+    if !ev.injections.is_empty() {
+        let mut head = String::from(
+            "Fault injection was armed when this report was made (it may be the injection's doing):\n",
+        );
+        for i in &ev.injections {
+            head.push_str(&format!("  {i}\n"));
+        }
+        report = format!("{head}\n{report}");
     }
     atomic_write(&dir.join("report.txt"), report.as_bytes())?;
     atomic_write(&dir.join("excerpt.log"), ev.excerpt.as_bytes())?;
@@ -320,6 +361,31 @@ mod tests {
             .unwrap()
             .flatten()
             .all(|e| !e.file_name().to_string_lossy().starts_with(".new-")));
+    }
+
+    #[test]
+    fn injection_is_recorded_per_occurrence() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let injected = Evidence {
+            injections: vec!["notifier: MEM_GOING_OFFLINE fails with errno -16".into()],
+            ..Default::default()
+        };
+        let a = s.file(&rep("WARNING in foo", false), &injected).unwrap();
+        let meta = &s.list().unwrap()[0].meta;
+        assert!(meta.only_injected(), "{meta:?}");
+        let report = std::fs::read_to_string(a.dir.join("report.txt")).unwrap();
+        assert!(report.starts_with("Fault injection was armed"), "{report}");
+        assert!(report.contains("MEM_GOING_OFFLINE"), "{report}");
+        s.file(&rep("WARNING in foo", false), &Evidence::default())
+            .unwrap();
+        let meta = &s.list().unwrap()[0].meta;
+        assert_eq!((meta.count, meta.injected_count), (2, 1));
+        assert!(!meta.only_injected());
+        // A store written before injections were recorded reads as clean.
+        let old = "title: x\ntype: WARNING\nkernel: {release: r, origin: o}\nfirst_seen: a\nlast_seen: b\ncount: 3\n";
+        let m: Meta = serde_yaml::from_str(old).unwrap();
+        assert!(!m.only_injected());
     }
 
     #[test]
