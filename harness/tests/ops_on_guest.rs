@@ -3,12 +3,13 @@
 //! (and long-term pins really migrate them out of ZONE_MOVABLE), sizes really change, knobs
 //! read back, and operations the kernel lacks say "unsupported".
 
+mod common;
+
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
-use hotfuzz::run::image::program_guest;
 use hotfuzz::run::runner::{RunOptions, RunResult, Runner};
 use hotfuzz_executor::protocol::Outcome;
-use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
+use hotfuzz_vm::{Vm, VmOptions};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -101,13 +102,7 @@ const KPF_HWPOISON: u64 = 1 << 19;
 #[test]
 fn every_operation_runs_on_a_real_guest() {
     let d = Descriptions::embedded();
-    let kernel = Kernel::resolve(&KernelSource::DebianDefault, Arch::X86_64).unwrap();
-    let image = program_guest(Arch::X86_64, true)
-        .unwrap()
-        .build(&kernel)
-        .unwrap();
-    let mut m = MachineConfig::new(Arch::X86_64);
-    m.accel = AccelChoice::Tcg;
+    let (kernel, image, mut m) = common::tcg_guest();
     m.numa_nodes = 2;
     let vm = Vm::boot(&kernel, &image, &VmOptions::new(m)).unwrap();
     let log_dir = tempfile::tempdir().unwrap();

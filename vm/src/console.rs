@@ -93,6 +93,23 @@ impl Console {
         })
     }
 
+    /// Continues the console with a new source (a QEMU started again to restore a
+    /// snapshot): lines keep their numbering and are appended to the same log.
+    pub fn reattach<R: Read + Send + 'static>(&self, reader: R) -> Result<()> {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log_path)
+            .ctx(|| format!("opening console log {}", self.log_path.display()))?;
+        self.lock().eof = false;
+        let s2 = self.shared.clone();
+        std::thread::Builder::new()
+            .name("console-reader".into())
+            .spawn(move || read_loop(reader, BufWriter::new(file), &s2))
+            .ctx(|| "starting the console reader thread".into())?;
+        Ok(())
+    }
+
     /// Path of the log file.
     pub fn log_path(&self) -> &Path {
         &self.log_path
@@ -321,6 +338,24 @@ mod tests {
             c.wait_for_text(from, Instant::now() + Duration::from_secs(5), "never"),
             Wait::Eof
         ));
+    }
+
+    #[test]
+    fn reattached_console_continues_numbering_and_log() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("c.log");
+        let c = Console::spawn(Cursor::new(b"one\ntwo\n".to_vec()), &log).unwrap();
+        assert!(c.wait_eof(Duration::from_secs(5)));
+        c.reattach(Cursor::new(b"three\n".to_vec())).unwrap();
+        assert!(c.wait_eof(Duration::from_secs(5)));
+        let lines: Vec<(u64, String)> = c
+            .lines_since(0)
+            .into_iter()
+            .map(|l| (l.index, l.text))
+            .collect();
+        assert_eq!(lines[2], (2, "three".to_string()));
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
     }
 
     #[test]

@@ -251,6 +251,19 @@ impl MachineConfig {
         v.join(" ")
     }
 
+    /// The command line the kernel boots with: [`MachineConfig::kernel_cmdline`], plus, for a
+    /// TCG guest that is restored from snapshots, a clocksource that does not read the TSC.
+    /// Under TCG the restored TSC jumps against the host clock; the clocksource watchdog
+    /// then flags "Long readout interval" and marks the TSC unstable after every restore,
+    /// lines no kernel developer wants in a report. KVM's kvm-clock is built for migration.
+    pub fn boot_cmdline(&self, accel: Accel, snapshots: bool) -> String {
+        let mut c = self.kernel_cmdline();
+        if snapshots && accel == Accel::Tcg && self.arch == Arch::X86_64 {
+            c.push_str(" tsc=unstable clocksource=hpet");
+        }
+        c
+    }
+
     /// QEMU arguments for booting with `accel` and the VM's files and ports `p`.
     pub fn qemu_args(&self, accel: Accel, p: &QemuPaths) -> Vec<OsString> {
         let (kernel_image, initrd, qmp, ssh_port, name) =
@@ -327,12 +340,19 @@ impl MachineConfig {
         push("-display".into());
         push("none".into());
         push("-no-reboot".into());
+        if p.snapshot_store.is_some() {
+            // A guest that panics or powers off stays in QEMU, paused, to be restored from a
+            // snapshot without starting QEMU again (-no-reboot turned the reboot into this
+            // shutdown).
+            push("-action".into());
+            push("shutdown=pause".into());
+        }
         push("-kernel".into());
         a.push(kernel_image.as_os_str().to_owned());
         a.push("-initrd".into());
         a.push(initrd.as_os_str().to_owned());
         a.push("-append".into());
-        a.push(self.kernel_cmdline().into());
+        a.push(self.boot_cmdline(accel, p.snapshot_store.is_some()).into());
         a.push("-chardev".into());
         a.push("stdio,id=con0,signal=off".into());
         a.push("-serial".into());
@@ -513,5 +533,10 @@ mod tests {
         // The kernel command line is one argument.
         let i = args.iter().position(|a| a == "-append").unwrap();
         assert!(args[i + 1].starts_with("console=ttyS0 panic=-1"));
+        // Snapshot mode: a dead guest stays paused in QEMU, and TCG avoids the TSC.
+        assert!(joined.contains("-action shutdown=pause"), "{joined}");
+        assert!(args[i + 1].ends_with("tsc=unstable clocksource=hpet"));
+        assert!(!m.boot_cmdline(Accel::Kvm, true).contains("tsc="));
+        assert!(!m.boot_cmdline(Accel::Tcg, false).contains("tsc="));
     }
 }

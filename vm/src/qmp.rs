@@ -234,6 +234,12 @@ impl Qmp {
             .unwrap_or_default()
     }
 
+    /// Whether an event named `name` with index >= `from` arrived.
+    pub fn has_event_since(&self, name: &str, from: usize) -> bool {
+        let ev = self.events.0.lock().unwrap_or_else(|e| e.into_inner());
+        ev.list.iter().skip(from).any(|e| e.name == name)
+    }
+
     /// Waits for an event named `name` with index >= `from`.
     pub fn wait_event(&self, name: &str, from: usize, timeout: Duration) -> Option<QmpEvent> {
         let deadline = Instant::now() + timeout;

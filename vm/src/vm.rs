@@ -38,9 +38,11 @@ pub struct VmOptions {
     pub name: String,
     /// Install a missing QEMU with apt-get when root.
     pub auto_install: bool,
-    /// Where the VM keeps its snapshots (a qcow2 image, 0600, removed with the VM); `None`:
-    /// the VM cannot take snapshots.
-    pub snapshot_dir: Option<PathBuf>,
+    /// The VM can take and restore snapshots: a qcow2 image in its directory (0600, removed
+    /// with the VM) keeps them, and a guest that panics or powers off stays paused in QEMU
+    /// so it can be restored ([`Vm::load_snapshot`]); a QEMU that died is started again from
+    /// the snapshot ([`Vm::relaunch`]).
+    pub snapshots: bool,
 }
 
 impl VmOptions {
@@ -54,7 +56,7 @@ impl VmOptions {
             dir_parent: None,
             name: "hotfuzz".into(),
             auto_install: true,
-            snapshot_dir: None,
+            snapshots: false,
         }
     }
 }
@@ -102,7 +104,15 @@ pub struct Vm {
     proc: Mutex<Guarded>,
     console: Console,
     qmp: Qmp,
-    ssh: Ssh,
+    /// Connected at boot, dropped by a restore (user-mode networking does not carry TCP
+    /// connections across one) and connected again when next needed.
+    ssh: Mutex<Option<Arc<Ssh>>>,
+    /// QEMU events before this index belong to the guest's life before the last restore.
+    restore_mark: std::sync::atomic::AtomicUsize,
+    /// QEMU and its arguments, to start it again from a snapshot.
+    qemu: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    launches: u32,
     dir: VmDir,
     ssh_port: u16,
     agent_socket: PathBuf,
@@ -261,9 +271,10 @@ impl Vm {
             &image.path,
             &guest::overlay(&key.public_line, &host_key)?,
         )?;
-        let snapshots = match &opts.snapshot_dir {
-            Some(sd) => Some(SnapshotStore::create(sd, &opts.name)?),
-            None => None,
+        let snapshots = if opts.snapshots {
+            Some(SnapshotStore::create(&d)?)
+        } else {
+            None
         };
         let paths = QemuPaths {
             kernel: kernel.boot_image.clone(),
@@ -339,7 +350,11 @@ impl Vm {
             proc: Mutex::new(boot.proc),
             console: boot.console,
             qmp,
-            ssh,
+            ssh: Mutex::new(Some(Arc::new(ssh))),
+            restore_mark: Default::default(),
+            qemu: qemu.to_path_buf(),
+            args,
+            launches: 1,
             dir,
             ssh_port: paths.ssh_port,
             agent_socket: paths.agent,
@@ -356,12 +371,14 @@ impl Vm {
 
     /// Runs a shell command in the guest with default limits.
     pub fn exec(&self, cmd: &str) -> Result<ExecOutput> {
-        self.map_gone(self.ssh.exec(cmd))
+        let r = self.ssh().and_then(|s| s.exec(cmd));
+        self.map_gone(r)
     }
 
     /// Runs a shell command in the guest with explicit limits.
     pub fn exec_with(&self, cmd: &str, opts: &ExecOptions) -> Result<ExecOutput> {
-        self.map_gone(self.ssh.exec_with(cmd, opts))
+        let r = self.ssh().and_then(|s| s.exec_with(cmd, opts));
+        self.map_gone(r)
     }
 
     /// Runs a command that must succeed and returns its stdout.
@@ -371,13 +388,14 @@ impl Vm {
 
     /// Writes a file into the guest.
     pub fn upload(&self, data: &[u8], path: &str, mode: u32) -> Result<()> {
-        self.map_gone(self.ssh.upload(data, path, mode))
+        let r = self.ssh().and_then(|s| s.upload(data, path, mode));
+        self.map_gone(r)
     }
 
     /// A second, independent ssh session (for commands running concurrently with others).
     pub fn new_session(&self) -> Result<Ssh> {
         Ssh::connect(
-            self.ssh.addr(),
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port)),
             "root",
             &self.key,
             Some(&self.host_key.public_blob),
@@ -387,7 +405,7 @@ impl Vm {
 
     /// An interactive shell on the caller's terminal.
     pub fn interactive_shell(&self) -> Result<i32> {
-        self.ssh.interactive_shell()
+        self.ssh()?.interactive_shell()
     }
 
     fn map_gone<T>(&self, r: Result<T>) -> Result<T> {
@@ -413,9 +431,27 @@ impl Vm {
         &self.console
     }
 
-    /// The ssh session used by [`Vm::exec`].
-    pub fn ssh(&self) -> &Ssh {
-        &self.ssh
+    /// The ssh session used by [`Vm::exec`] (connected again after a restore).
+    pub fn ssh(&self) -> Result<Arc<Ssh>> {
+        let mut s = self.ssh.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = &*s {
+            return Ok(s.clone());
+        }
+        if !self.is_alive() {
+            return Err(Error::QemuGone(
+                "no ssh to a guest that is not running".into(),
+            ));
+        }
+        let fresh = Arc::new(Ssh::connect_retry(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port)),
+            "root",
+            &self.key,
+            Some(&self.host_key.public_blob),
+            Instant::now() + Duration::from_secs(30),
+            || None,
+        )?);
+        *s = Some(fresh.clone());
+        Ok(fresh)
     }
 
     /// Where the console log is written.
@@ -455,9 +491,110 @@ impl Vm {
         self.snapshot_command("savevm", name)
     }
 
-    /// Restores snapshot `name` (`loadvm`): the guest continues from the moment it was saved.
+    /// Restores snapshot `name` (`loadvm`) in the running QEMU, also after the guest panicked
+    /// or powered off (QEMU keeps it paused then): the guest continues from the moment it
+    /// was saved. Returns how long QEMU took.
     pub fn load_snapshot(&self, name: &str) -> Result<Duration> {
-        self.snapshot_command("loadvm", name)
+        if self.exit_status().is_some() {
+            return Err(Error::QemuGone(
+                "QEMU has exited: start it again from the snapshot (Vm::relaunch)".into(),
+            ));
+        }
+        let t = Instant::now();
+        if self.halted() {
+            // QEMU refuses to continue a guest that shut down until the machine was reset.
+            // -no-reboot makes every reset a shutdown: lift it for this one reset, which
+            // QEMU's main loop carries out after the command returns.
+            self.qmp
+                .execute("set-action", Some(serde_json::json!({"reboot": "reset"})))?;
+            self.qmp.execute("system_reset", None)?;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.run_state()? == "shutdown" {
+                if Instant::now() >= deadline {
+                    return Err(Error::Qmp("the halted guest was never reset".into()));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            self.qmp.execute(
+                "set-action",
+                Some(serde_json::json!({"reboot": "shutdown"})),
+            )?;
+        }
+        self.snapshot_command("loadvm", name)?;
+        // loadvm resumes a guest that was running; one that had shut down stays paused.
+        self.resume()?;
+        self.restored();
+        Ok(t.elapsed())
+    }
+
+    /// Starts QEMU again (same machine, files and ports) from snapshot `name` after the old
+    /// one exited or was killed. The console continues in the same log. Returns the time
+    /// until the guest ran again.
+    pub fn relaunch(&mut self, name: &str) -> Result<Duration> {
+        if self.snapshots.is_none() {
+            return Err(Error::Config(
+                "this VM was booted without a snapshot store".into(),
+            ));
+        }
+        check_snapshot_name(name)?;
+        let t = Instant::now();
+        self.kill();
+        self.console.wait_eof(Duration::from_secs(2));
+        let d = self.dir().to_path_buf();
+        let _ = std::fs::remove_file(d.join("qmp.sock"));
+        let _ = std::fs::remove_file(&self.agent_socket);
+        let mut cmd = Command::new(&self.qemu);
+        cmd.args(&self.args)
+            .args(["-loadvm", name])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut proc = process::spawn(cmd)?;
+        self.console
+            .reattach(proc.take_stdout().expect("piped stdout"))?;
+        self.launches += 1;
+        spawn_stderr_reader(
+            proc.take_stderr().expect("piped stderr"),
+            &d.join(format!("qemu.{}.log", self.launches)),
+            self.qemu_stderr.clone(),
+        )?;
+        let alive = std::cell::RefCell::new(proc);
+        let qmp = Qmp::connect(
+            &d.join("qmp.sock"),
+            &d.join(format!("qmp-events.{}.log", self.launches)),
+            Instant::now() + Duration::from_secs(30),
+            || alive.borrow_mut().try_wait().is_none(),
+        );
+        *self.proc.lock().unwrap_or_else(|e| e.into_inner()) = alive.into_inner();
+        self.qmp = qmp?;
+        self.resume()?;
+        self.restored();
+        Ok(t.elapsed())
+    }
+
+    /// QEMU's run state (`running`, `paused`, `shutdown`, ...).
+    fn run_state(&self) -> Result<String> {
+        let st = self.qmp.execute("query-status", None)?;
+        Ok(st
+            .get("status")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string())
+    }
+
+    /// Continues a paused guest (QMP `cont`); nothing when it runs.
+    fn resume(&self) -> Result<()> {
+        if self.run_state()? != "running" {
+            self.qmp.execute("cont", None)?;
+        }
+        Ok(())
+    }
+
+    /// The guest's life starts again: older shutdowns and ssh sessions are gone.
+    fn restored(&self) {
+        self.restore_mark
+            .store(self.qmp.event_mark(), std::sync::atomic::Ordering::SeqCst);
+        *self.ssh.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     fn snapshot_command(&self, verb: &str, name: &str) -> Result<Duration> {
@@ -466,12 +603,7 @@ impl Vm {
                 "this VM was booted without a snapshot store".into(),
             ));
         }
-        if !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(Error::Config(format!("bad snapshot name {name:?}")));
-        }
+        check_snapshot_name(name)?;
         let t = Instant::now();
         let out = self.qmp.execute_timeout(
             "human-monitor-command",
@@ -516,9 +648,19 @@ impl Vm {
         self.proc.lock().unwrap_or_else(|e| e.into_inner()).pid()
     }
 
-    /// True while QEMU runs.
+    /// True while the guest runs: QEMU has not exited and, in snapshot mode, the guest has
+    /// not panicked or powered off since it booted or was last restored.
     pub fn is_alive(&self) -> bool {
-        self.exit_status().is_none()
+        self.exit_status().is_none() && !self.halted()
+    }
+
+    /// The guest shut down (panic, reboot, poweroff) and QEMU keeps it paused for a restore.
+    pub fn halted(&self) -> bool {
+        self.snapshots.is_some()
+            && self.qmp.has_event_since(
+                "SHUTDOWN",
+                self.restore_mark.load(std::sync::atomic::Ordering::SeqCst),
+            )
     }
 
     /// QEMU's exit status once it has exited.
@@ -540,14 +682,17 @@ impl Vm {
     /// Powers the guest off (`poweroff -f` over ssh), waiting up to `timeout` for QEMU to exit,
     /// then asks QEMU to quit, then kills it. Returns true if the guest powered off by itself.
     pub fn poweroff(self, timeout: Duration) -> bool {
-        let _ = self.ssh.exec_with(
-            "poweroff -f",
-            &ExecOptions {
-                silence_timeout: Duration::from_secs(2),
-                deadline: Some(Instant::now() + Duration::from_secs(3)),
-                stdin: None,
-            },
-        );
+        let ssh = self.ssh.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(ssh) = ssh {
+            let _ = ssh.exec_with(
+                "poweroff -f",
+                &ExecOptions {
+                    silence_timeout: Duration::from_secs(2),
+                    deadline: Some(Instant::now() + Duration::from_secs(3)),
+                    stdin: None,
+                },
+            );
+        }
         let clean = self
             .proc
             .lock()
@@ -606,8 +751,20 @@ struct SnapshotStore {
     path: PathBuf,
 }
 
+/// A snapshot name QEMU's monitor takes as one word.
+fn check_snapshot_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(Error::Config(format!("bad snapshot name {name:?}")));
+    }
+    Ok(())
+}
+
 impl SnapshotStore {
-    fn create(dir: &Path, name: &str) -> Result<SnapshotStore> {
+    fn create(dir: &Path) -> Result<SnapshotStore> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
         let qemu_img = host::find_program("qemu-img").ok_or_else(|| Error::MissingTool {
@@ -615,16 +772,16 @@ impl SnapshotStore {
             install: host::install_command(&["qemu-utils"]),
         })?;
         // A fresh private file (0600) that qemu-img then formats.
-        let (_, path) = tempfile::Builder::new()
-            .prefix(&format!(
-                "{}-",
-                name.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
-            ))
-            .suffix(".qcow2")
-            .tempfile_in(dir)
-            .ctx(|| format!("creating a snapshot image in {}", dir.display()))?
-            .keep()
-            .map_err(|e| Error::Config(format!("keeping the snapshot image: {e}")))?;
+        let path = dir.join("snapshots.qcow2");
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .ctx(|| format!("creating {}", path.display()))?;
+        }
         let out = Command::new(qemu_img)
             .args(["create", "-q", "-f", "qcow2"])
             .arg(&path)

@@ -39,3 +39,30 @@ pub fn process_left(name: &str) -> bool {
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
+
+/// The default kernel, the program guest's image and a TCG machine to boot them on (tests
+/// adjust the machine before booting).
+pub fn tcg_guest() -> (
+    hotfuzz_vm::Kernel,
+    hotfuzz_vm::guest::BuiltImage,
+    hotfuzz_vm::MachineConfig,
+) {
+    use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig};
+    let kernel = Kernel::resolve(&KernelSource::DebianDefault, Arch::X86_64).unwrap();
+    let image = hotfuzz::run::image::program_guest(Arch::X86_64, true)
+        .unwrap()
+        .build(&kernel)
+        .unwrap();
+    let mut m = MachineConfig::new(Arch::X86_64);
+    m.accel = AccelChoice::Tcg;
+    (kernel, image, m)
+}
+
+/// Polls `f` every 50 ms until it holds; fails the test after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "{what} within {timeout:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
