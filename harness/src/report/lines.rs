@@ -121,6 +121,20 @@ fn syslog_prefix(s: &str) -> Option<usize> {
     Some(16 + k + " kernel: ".len())
 }
 
+/// Skips a `<N>` log level (one to three digits).
+fn level(s: &str) -> &str {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'<') {
+        return s;
+    }
+    let digits = b[1..].iter().take(4).take_while(|&&c| is_digit(c)).count();
+    if (1..=3).contains(&digits) && b.get(1 + digits) == Some(&b'>') {
+        &s[2 + digits..]
+    } else {
+        s
+    }
+}
+
 /// `[Fri Nov 21 12:00:01 2026] ` (dmesg -T).
 fn dmesg_t(s: &str) -> Option<usize> {
     let b = s.as_bytes();
@@ -191,13 +205,21 @@ pub fn parse_line(index: usize, l: &str) -> Line<'_> {
     if let Some(n) = syslog_prefix(s) {
         s = &s[n..];
     }
-    if s.len() >= 3
-        && s.as_bytes()[0] == b'<'
-        && s.as_bytes()[2] == b'>'
-        && is_digit(s.as_bytes()[1])
-    {
-        s = &s[3..];
+    // `** 4491 printk messages dropped ** ` (the console could not keep up).
+    if let Some(r) = s.strip_prefix("** ") {
+        if let Some(i) = r.find(" printk messages dropped ** ") {
+            if r[..i].bytes().all(is_digit) {
+                s = &r[i + " printk messages dropped ** ".len()..];
+            }
+        }
     }
+    // `syzkaller login: [   59.806466] ...` (a getty prompt the kernel printed into).
+    if let Some(i) = s.find(" login: [") {
+        if i < 64 && !s[..i].contains(' ') {
+            s = &s[i + " login: ".len()..];
+        }
+    }
+    s = level(s);
     if let Some(n) = dmesg_t(s) {
         s = &s[n..];
     }
@@ -254,7 +276,29 @@ pub fn join_wrapped(prev: &str, next: &str) -> Option<String> {
         && !next.is_empty();
     let module_cut =
         next.starts_with('[') && next.ends_with(']') && !next.contains(' ') && p.contains("+0x");
-    (warn_cut || in_cut || module_cut).then(|| format!("{p} {next}"))
+    // powerpc: `NIP [c0080000008001c8]`, `LR [...]` or a frame's `[sp] [ip]` cut before the
+    // function.
+    let ppc_cut = ppc_addrs_only(p) && next.contains("+0x") && !next.starts_with('[');
+    (warn_cut || in_cut || module_cut || ppc_cut).then(|| format!("{p} {next}"))
+}
+
+/// `NIP [c0080000008001c8]`, `LR [c008...]`, `[c000000002223a70] [c000000000dc3ad8]`: powerpc
+/// addresses with nothing after them.
+fn ppc_addrs_only(p: &str) -> bool {
+    let p = p.trim_start();
+    let p = p
+        .strip_prefix("NIP ")
+        .or_else(|| p.strip_prefix("LR "))
+        .unwrap_or(p)
+        .trim_start();
+    let words: Vec<&str> = p.split(' ').collect();
+    (1..=2).contains(&words.len())
+        && words.iter().all(|w| {
+            w.len() > 2
+                && w.starts_with('[')
+                && w.ends_with(']')
+                && w[1..w.len() - 1].bytes().all(|c| c.is_ascii_hexdigit())
+        })
 }
 
 /// Rejoins lines a mail client wrapped, for the cases that matter to titles: a `WARNING:`
@@ -293,6 +337,15 @@ mod tests {
         assert_eq!(l.text, " func+0x1/0x2");
         let l = parse_line(0, "<4>[ 3.000001] BUG: y");
         assert_eq!(l.text, "BUG: y");
+        let l = parse_line(0, "<14>[ 3.000001] init: z");
+        assert_eq!(l.text, "init: z");
+        let l = parse_line(
+            0,
+            "** 4491 printk messages dropped ** [   50.750742] INFO: x",
+        );
+        assert_eq!((l.text.as_ref(), l.ktime), ("INFO: x", Some(50.750742)));
+        let l = parse_line(0, "syzkaller login: [   16.305150] INFO: task");
+        assert_eq!(l.text, "INFO: task");
         let l = parse_line(0, "Nov 21 12:00:01 myhost kernel: [ 5.1] Oops");
         assert_eq!(l.text, "Oops");
         let l = parse_line(0, "[Fri Nov 21 12:00:01 2026] kernel BUG at x");
