@@ -270,7 +270,11 @@ pub fn unquote(raw: &str) -> Cow<'_, str> {
 /// the joined line.
 pub fn join_wrapped(prev: &str, next: &str) -> Option<String> {
     let p = prev.trim_end();
-    let warn_cut = p.contains("WARNING: CPU:") && !p.contains("+0x") && next.contains("+0x");
+    // `WARNING: CPU: 1 PID: 5 at file:line` or the newer `WARNING: file:line at` cut before
+    // the function.
+    let warn_header = p.contains("WARNING: CPU:")
+        || (p.starts_with("WARNING: ") && p.ends_with(" at") && !p.contains(", CPU#"));
+    let warn_cut = warn_header && !p.contains("+0x") && next.contains("+0x");
     let in_cut = (p.starts_with("BUG: KFENCE:") || p.starts_with("BUG: KASAN:"))
         && p.ends_with(" in")
         && !next.is_empty();
@@ -356,6 +360,23 @@ mod tests {
         let l = parse_line(0, "[c000000000a0b0c0] [c0000000001234] func+0x1/0x2");
         assert_eq!(l.ktime, None);
         assert!(l.text.starts_with("[c000000000a0b0c0]"));
+    }
+
+    #[test]
+    fn new_warning_form_unwrapped() {
+        let mail = "> WARNING: drivers/virtio/virtio_mem.c:1023 at\n> virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem], CPU#1: kworker/1:2/123\n";
+        let text = unquote(mail);
+        let lines = unwrap_pasted(split(&text));
+        assert_eq!(
+            lines[0].text,
+            "WARNING: drivers/virtio/virtio_mem.c:1023 at virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem], CPU#1: kworker/1:2/123"
+        );
+        // A complete header is not joined with what follows.
+        assert!(join_wrapped(
+            "WARNING: fs/dcache.c:829 at fast_dput+0x334/0x430, CPU#1: x/1",
+            "Modules linked in:"
+        )
+        .is_none());
     }
 
     #[test]

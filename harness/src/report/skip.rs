@@ -113,7 +113,7 @@ static GENERIC: LazyLock<Regex> =
 
 /// True for frames a title should not be named after, in any kind of report.
 pub fn is_generic(func: &str) -> bool {
-    GENERIC.is_match(func)
+    Skip::Generic.skips(func)
 }
 
 /// The frames a kind of report skips on top of the generic ones.
@@ -172,7 +172,29 @@ static ATOMIC: LazyLock<Regex> = LazyLock::new(|| {
 impl Skip {
     /// True for frames this kind of report does not name.
     pub fn skips(self, func: &str) -> bool {
-        if is_generic(func) {
+        // Function names repeat across reports (dump_stack, ...): remember the answers, the
+        // big alternations are slow to evaluate on new names.
+        let bit = 1u32 << (2 * self as u32);
+        let known = MEMO.with(|m| m.borrow().get(func).copied());
+        if let Some(k) = known {
+            if k & bit != 0 {
+                return k & (bit << 1) != 0;
+            }
+        }
+        let v = self.evaluate(func);
+        MEMO.with(|m| {
+            let mut m = m.borrow_mut();
+            if m.len() >= MEMO_MAX {
+                m.clear();
+            }
+            let e = m.entry(func.into()).or_insert(0);
+            *e |= bit | if v { bit << 1 } else { 0 };
+        });
+        v
+    }
+
+    fn evaluate(self, func: &str) -> bool {
+        if GENERIC.is_match(func) {
             return true;
         }
         let re = match self {
@@ -188,6 +210,14 @@ impl Skip {
         };
         re.is_match(func)
     }
+}
+
+/// Names remembered by [`Skip::skips`] (per thread), at most.
+const MEMO_MAX: usize = 1 << 16;
+
+thread_local! {
+    static MEMO: std::cell::RefCell<std::collections::HashMap<Box<str>, u32>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
 /// The first frame of `frames` worth naming a bug after (reliable, not generic).

@@ -19,6 +19,13 @@ pub struct Frame {
     pub questionable: bool,
 }
 
+/// True when `text` has a `+0x` (a function offset): every frame does.
+fn has_offset(text: &str) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("+0x"));
+    FINDER.find(text.as_bytes()).is_some()
+}
+
 /// A function name without compiler-generated suffixes.
 pub fn base_name(f: &str) -> &str {
     match f.find('.') {
@@ -130,7 +137,7 @@ fn is_source_location(s: &str) -> bool {
 /// Inlined frames (`func file.c:12 [inline]`) are not frames: titles name real ones.
 /// (Hand-written: the parser runs it on every line of every report.)
 pub fn parse_frame(text: &str) -> Option<Frame> {
-    if !text.contains("+0x") {
+    if !has_offset(text) {
         return None;
     }
     let mut t = text.trim_start();
@@ -229,7 +236,7 @@ pub fn is_ip_line(text: &str) -> bool {
 /// mode, old `[<addr>]` forms too), `IP: f+0x..`, powerpc `NIP [..] f+0x..` or `--- interrupt:
 /// N at f+0x..`, arm64 `pc : f+0x..`, arm `PC is at f+0x..`, i386 `EIP: f+0x..`.
 pub fn parse_ip(text: &str) -> Option<Frame> {
-    if !text.contains("+0x") {
+    if !has_offset(text) {
         return None;
     }
     let t = text.trim_start();

@@ -17,6 +17,8 @@ use super::lines::{self, Line};
 use super::stack;
 use super::titles::{self, Body};
 use super::Report;
+use aho_corasick::AhoCorasick;
+use std::sync::LazyLock;
 
 /// Reasons of `dump_page()` output that are expected noise, not bugs (offlining failures).
 pub const NOISE_PAGE_DUMPS: &[&str] = &[
@@ -35,6 +37,8 @@ const MAX_TAIL_LINES: usize = 200;
 pub const MAX_LINE: usize = 4096;
 /// Recent lines kept for what a report pulls in from before its header.
 const RECENT: usize = 6;
+/// Lines of other contexts after which a report that took none of them is over.
+const MAX_QUIET_LINES: usize = 2000;
 
 fn is_fault(k: &Kind) -> bool {
     matches!(
@@ -50,173 +54,50 @@ fn is_fault(k: &Kind) -> bool {
     )
 }
 
+/// How the lines of a report's body start (register dumps, traces, markers, sanitizer and
+/// lockdep sections).
+#[rustfmt::skip]
+const BODY_PREFIXES: &[&str] = &[
+    "RIP:", "RSP:", "RAX:", "RBX:", "RCX:", "RDX:", "RSI:", "RDI:", "RBP:", "R08:", "R09:",
+    "R10:", "R11:", "R12:", "R13:", "R14:", "R15:", "FS:", "GS:", "CS:", "CR0:", "CR2:", "DR0:",
+    "DR3:", "DR6:", "PKRU:", "Code:", "Modules linked in:", "CPU:", "Tainted:", "Hardware name:",
+    "Workqueue:", "Call Trace:", "Call trace:", "<TASK>", "</TASK>", "<IRQ>", "</IRQ>", "<NMI>",
+    "</NMI>", "<#DB>", "</#DB>", "<EOI>", "---[ end", "Kernel panic", "Kernel Offset:", "Oops",
+    "#PF:", "PGD ", "page:", "flags:", "raw:", "head:", "page dumped because:", "page_type:",
+    "memcg:", "page_owner", "Disabling lock", "Sending NMI", "NMI backtrace", "rcu:", "task:",
+    "\"echo 0 >", "Showing", "irq event", "hardirqs", "softirqs", "NIP", "LR", "MSR:", "GPR",
+    "CFAR:", "IRQMASK:", "Instruction dump:", "REGS:", "SOFTE:", "XER:", "CTR:", "TRAP:", "DAR:",
+    "DSISR:", "---", "Faulting instruction", "=====", "kfence-#", "allocated by", "freed by",
+    "Use-after-free", "Out-of-bounds", "Invalid free", "Corrupted memory", "Memory state",
+    "Read of size", "Write of size", "The buggy address", "Allocated by", "Freed by",
+    "Last potentially", "Second to last", "Fixing recursive fault", "note:", "ORIG_RAX:", "ERR:",
+    "EFLAGS:", "Preemption disabled", "in_atomic()", "preempt_count:", "INFO: lockdep", "BUG:",
+    "pc :", "lr :", "sp :", "x2", "x1", "x0", "PC is at", "LR is at", "Exception stack",
+    "Uninit was", "Local variable", "backtrace", "unreferenced object", "comm \"", "hex dump",
+    "stack backtrace:", "other info", "Possible unsafe", "*** DEADLOCK", "lock(", "CPU0",
+    "the existing", "-> #", "but task", "which lock", "is trying", "Chain exists",
+    "no locks held", "locks held by", "lock held by", "#0:", "#1:", "#2:", "#3:", "#4:",
+    "Stack:", "task.stack", "Dumping ftrace", "(ftrace buffer", "Rebooting in", "ODEBUG:",
+    "Object ", "INFO: ", "Redzone ", "Padding ", "Slab ", "race at", "value changed",
+    "Reported by",
+];
+
+static BODY: LazyLock<AhoCorasick> = LazyLock::new(|| {
+    aho_corasick::AhoCorasickBuilder::new()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .start_kind(aho_corasick::StartKind::Anchored)
+        .build(BODY_PREFIXES)
+        .expect("static patterns")
+});
+
 /// True for lines that belong to the body of a report (register dumps, traces, markers).
 fn reportish(t: &str) -> bool {
     let s = t.trim_start();
     if s.is_empty() {
         return true;
     }
-    const PREFIXES: &[&str] = &[
-        "RIP:",
-        "RSP:",
-        "RAX:",
-        "RBX:",
-        "RCX:",
-        "RDX:",
-        "RSI:",
-        "RDI:",
-        "RBP:",
-        "R08:",
-        "R09:",
-        "R10:",
-        "R11:",
-        "R12:",
-        "R13:",
-        "R14:",
-        "R15:",
-        "FS:",
-        "GS:",
-        "CS:",
-        "CR0:",
-        "CR2:",
-        "DR0:",
-        "DR3:",
-        "DR6:",
-        "PKRU:",
-        "Code:",
-        "Modules linked in:",
-        "CPU:",
-        "Tainted:",
-        "Hardware name:",
-        "Workqueue:",
-        "Call Trace:",
-        "Call trace:",
-        "<TASK>",
-        "</TASK>",
-        "<IRQ>",
-        "</IRQ>",
-        "<NMI>",
-        "</NMI>",
-        "<#DB>",
-        "</#DB>",
-        "<EOI>",
-        "---[ end",
-        "Kernel panic",
-        "Kernel Offset:",
-        "Oops",
-        "#PF:",
-        "PGD ",
-        "page:",
-        "flags:",
-        "raw:",
-        "head:",
-        "page dumped because:",
-        "page_type:",
-        "memcg:",
-        "page_owner",
-        "Disabling lock",
-        "Sending NMI",
-        "NMI backtrace",
-        "rcu:",
-        "task:",
-        "\"echo 0 >",
-        "Showing",
-        "irq event",
-        "hardirqs",
-        "softirqs",
-        "NIP",
-        "LR",
-        "MSR:",
-        "GPR",
-        "CFAR:",
-        "IRQMASK:",
-        "Instruction dump:",
-        "REGS:",
-        "SOFTE:",
-        "XER:",
-        "CTR:",
-        "TRAP:",
-        "DAR:",
-        "DSISR:",
-        "---",
-        "Faulting instruction",
-        "=====",
-        "kfence-#",
-        "allocated by",
-        "freed by",
-        "Use-after-free",
-        "Out-of-bounds",
-        "Invalid free",
-        "Corrupted memory",
-        "Memory state",
-        "Read of size",
-        "Write of size",
-        "The buggy address",
-        "Allocated by",
-        "Freed by",
-        "Last potentially",
-        "Second to last",
-        "Fixing recursive fault",
-        "note:",
-        "ORIG_RAX:",
-        "ERR:",
-        "EFLAGS:",
-        "Preemption disabled",
-        "in_atomic()",
-        "preempt_count:",
-        "INFO: lockdep",
-        "BUG:",
-        "pc :",
-        "lr :",
-        "sp :",
-        "x2",
-        "x1",
-        "x0",
-        "PC is at",
-        "LR is at",
-        "Exception stack",
-        "Uninit was",
-        "Local variable",
-        "backtrace",
-        "unreferenced object",
-        "comm \"",
-        "hex dump",
-        "stack backtrace:",
-        "other info",
-        "Possible unsafe",
-        "*** DEADLOCK",
-        "lock(",
-        "CPU0",
-        "the existing",
-        "-> #",
-        "but task",
-        "which lock",
-        "is trying",
-        "Chain exists",
-        "no locks held",
-        "locks held by",
-        "lock held by",
-        "#0:",
-        "#1:",
-        "#2:",
-        "#3:",
-        "#4:",
-        "Stack:",
-        "task.stack",
-        "Dumping ftrace",
-        "(ftrace buffer",
-        "Rebooting in",
-        "ODEBUG:",
-        "Object ",
-        "INFO: ",
-        "Redzone ",
-        "Padding ",
-        "Slab ",
-        "race at",
-        "value changed",
-        "Reported by",
-    ];
-    if PREFIXES.iter().any(|p| s.starts_with(p)) {
+    let input = aho_corasick::Input::new(s).anchored(aho_corasick::Anchored::Yes);
+    if BODY.find(input).is_some() {
         return true;
     }
     if stack::parse_frame(t).is_some() || s.starts_with("? ") {
@@ -238,9 +119,15 @@ fn is_end_marker(t: &str) -> bool {
 /// Informational messages with a stack of their own: where one starts, the report before it
 /// ends.
 fn is_terminator(t: &str) -> bool {
-    t.contains("vmalloc: allocation failure")
-        || t.contains("FAULT_INJECTION: forcing a failure")
-        || t.contains("FAULT_FLAG_ALLOW_RETRY missing")
+    static TERMINATORS: LazyLock<AhoCorasick> = LazyLock::new(|| {
+        AhoCorasick::new([
+            "vmalloc: allocation failure",
+            "FAULT_INJECTION: forcing a failure",
+            "FAULT_FLAG_ALLOW_RETRY missing",
+        ])
+        .expect("static patterns")
+    });
+    TERMINATORS.is_match(t)
 }
 
 /// A line kept by the parser (owned: the input may be streamed).
@@ -298,6 +185,8 @@ struct Open {
     foreign_ip: Option<String>,
     /// The IP line was reprinted after the end marker (the tail's register dump).
     ip_reprinted: bool,
+    /// The index of the last line the report took.
+    last: usize,
 }
 
 impl Open {
@@ -324,6 +213,7 @@ impl Open {
             any_caller: false,
             foreign_ip: None,
             ip_reprinted: false,
+            last: l.index,
         }
     }
 
@@ -348,6 +238,7 @@ impl Open {
     }
 
     fn feed(&mut self, l: &Line) {
+        self.last = l.index;
         self.lines.push(Kept::from(l));
         if self.tailing() {
             return;
@@ -559,6 +450,15 @@ impl Parser {
     }
 
     fn process(&mut self, l: &Line) {
+        // A report whose task or CPU went quiet is over.
+        let mut i = 0;
+        while i < self.open.len() {
+            if l.index.saturating_sub(self.open[i].last) > MAX_QUIET_LINES {
+                self.close(i);
+            } else {
+                i += 1;
+            }
+        }
         if let Some(s) = classify(&l.text) {
             self.start(s, l);
         } else if is_terminator(&l.text) {
@@ -640,6 +540,7 @@ impl Parser {
                 continue;
             }
             if o.tailing() {
+                o.last = l.index;
                 o.lines.push(Kept::from(l));
                 let tail = o.lines.len() - o.soft_end.unwrap_or(0);
                 if tail >= MAX_TAIL_LINES || o.lines.len() >= MAX_REPORT_LINES {
@@ -653,6 +554,7 @@ impl Parser {
             if (o.stack_done || o.ended) && !marker && !reportish(&l.text) {
                 // The report's text is over; its title may still look further.
                 o.soft_end = Some(o.lines.len());
+                o.last = l.index;
                 o.lines.push(Kept::from(l));
                 i += 1;
                 continue;
@@ -690,9 +592,12 @@ impl Parser {
             .iter()
             .filter(|k| (o.caller.is_none() || k.caller == o.caller) && (!o.timed || k.timed))
             .collect();
+        // Only the latest reports can hold a recent line.
         let taken = |idx: usize| {
             self.reports
                 .iter()
+                .rev()
+                .take(RECENT)
                 .any(|r| (r.start_line..=r.end_line).contains(&idx))
                 || self
                     .open
@@ -881,5 +786,111 @@ fn finish(mut o: Open) -> Report {
         text,
         interleaved: o.cut.is_some() || o.mixed,
         panicked: o.panicked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn titles(log: &str) -> Vec<(String, Option<String>)> {
+        parse(log)
+            .into_iter()
+            .map(|r| (r.title, r.corrupted))
+            .collect()
+    }
+
+    #[test]
+    fn warning_forms_from_5_10_to_7_x() {
+        // 5.10 to 6.18: `WARNING: CPU: N PID: M at file:line func+off/size [module]`.
+        let old = "[  12.1] ------------[ cut here ]------------\n\
+            [  12.2] WARNING: CPU: 1 PID: 5 at drivers/virtio/virtio_mem.c:1023 virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem]\n\
+            [  12.3] Modules linked in: virtio_mem\n\
+            [  12.4] CPU: 1 PID: 5 Comm: kworker/1:0 Not tainted 6.12.1 #1\n\
+            [  12.5] RIP: 0010:virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem]\n\
+            [  12.6] Call Trace:\n\
+            [  12.7]  <TASK>\n\
+            [  12.8]  virtio_mem_memory_notifier_cb+0x1a0/0x300 [virtio_mem]\n\
+            [  12.9]  notifier_call_chain+0x5a/0xd0\n\
+            [  13.0]  </TASK>\n\
+            [  13.1] ---[ end trace 0000000000000000 ]---\n";
+        assert_eq!(
+            titles(old),
+            [(
+                "WARNING in virtio_mem_fake_offline_going_offline".into(),
+                None
+            )]
+        );
+        // 6.19+ and Debian sid's 7.x: `WARNING: file:line at func+off/size, CPU#N: comm/pid`.
+        let new = old.replace(
+            "WARNING: CPU: 1 PID: 5 at drivers/virtio/virtio_mem.c:1023 virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem]",
+            "WARNING: drivers/virtio/virtio_mem.c:1023 at virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem], CPU#1: kworker/1:0/5",
+        );
+        assert_eq!(titles(&new), titles(old));
+        // Without symbols the new header says `at 0x0`: the RIP line still names the function.
+        let bare = old.replace(
+            "WARNING: CPU: 1 PID: 5 at drivers/virtio/virtio_mem.c:1023 virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem]",
+            "WARNING: drivers/virtio/virtio_mem.c:1023 at 0x0, CPU#1: kworker/1:0/5",
+        );
+        assert_eq!(titles(&bare), titles(old));
+        // A refcount warning in the new form is a refcount bug, named after the caller.
+        let refcount = "[  99.0] refcount_t: underflow; use-after-free.\n\
+            [  99.1] WARNING: lib/refcount.c:28 at refcount_warn_saturate+0x13d/0x1a0, CPU#0: sh/1\n\
+            [  99.2] RIP: 0010:refcount_warn_saturate+0x13d/0x1a0\n\
+            [  99.3] Call Trace:\n\
+            [  99.4]  <TASK>\n\
+            [  99.5]  offline_pages+0x70/0x90\n\
+            [  99.6]  </TASK>\n";
+        assert_eq!(
+            titles(refcount),
+            [("WARNING: refcount bug in offline_pages".into(), None)]
+        );
+    }
+
+    #[test]
+    fn caller_tags_keep_interleaved_reports_apart() {
+        let log = "[  1.0][ T10] WARNING: CPU: 0 PID: 10 at mm/a.c:1 alpha+0x1/0x2\n\
+            [  1.0][ T20] WARNING: CPU: 1 PID: 20 at mm/b.c:1 beta+0x1/0x2\n\
+            [  1.1][ T20] RIP: 0010:beta+0x1/0x2\n\
+            [  1.1][ T10] RIP: 0010:alpha+0x1/0x2\n\
+            [  1.2][ T10] Call Trace:\n\
+            [  1.2][ T20] Call Trace:\n\
+            [  1.3][ T20]  beta_caller+0x1/0x2\n\
+            [  1.3][ T10]  alpha_caller+0x1/0x2\n";
+        let got = parse(log);
+        let t: Vec<&str> = got.iter().map(|r| r.title.as_str()).collect();
+        assert_eq!(t, ["WARNING in alpha", "WARNING in beta"]);
+        assert!(got.iter().all(|r| !r.interleaved && r.corrupted.is_none()));
+    }
+
+    #[test]
+    fn lines_without_a_kernel_timestamp_are_not_the_kernels() {
+        // syz-executor's output between a report's lines is not part of it.
+        let log = "[  5.0] BUG: KASAN: use-after-free in foo+0x1/0x2\n\
+            [  5.1] Read of size 8 at addr ffff888000000000 by task sh/1\n\
+            [  5.2] Call Trace:\n\
+            executing program 3:\n\
+            [  5.3]  dump_stack+0x1/0x2\n\
+            [  5.4]  kasan_report+0x1/0x2\n\
+            r0 = openat(0xffffffffffffff9c, &(0x7f0000000000)='./file0\\x00', 0x0, 0x0)\n\
+            [  5.5]  foo+0x1/0x2\n\
+            [  5.6]  bar+0x1/0x2\n";
+        let r = parse(log).remove(0);
+        assert_eq!(r.title, "KASAN: use-after-free Read in foo");
+        assert_eq!(r.alt_titles, ["bad-access in foo"]);
+        assert!(!r.text.contains("executing program"), "{}", r.text);
+    }
+
+    #[test]
+    fn long_lines_are_cut() {
+        let mut p = Parser::new(false);
+        let long = format!("[  1.0] BUG: KASAN: {}", "x".repeat(10 * MAX_LINE));
+        p.push(&long);
+        let r = p.finish();
+        assert!(
+            r.iter().all(|r| r.text.len() <= MAX_LINE),
+            "{}",
+            r[0].text.len()
+        );
     }
 }
