@@ -277,6 +277,20 @@ fn func_at(s: &str) -> Option<String> {
 /// Classifies a console line (prefixes already removed): the report it starts, if any.
 pub fn classify(text: &str) -> Option<Start> {
     let m = PREFILTER.find(text)?;
+    // virtio-mem's own errors carry the device's prefix (`virtio_mem virtio1: `).
+    if let Some(r) = text.trim_start().strip_prefix("virtio_mem virtio") {
+        let msg = r.split_once(": ").map_or("", |(_, m)| m).trim_end();
+        if msg.contains("marking device broken")
+            || msg.starts_with("Failed to re-online memory")
+            || msg.starts_with("Failed to remove memory")
+        {
+            return Some(Start {
+                kind: Kind::VirtioMem(msg.to_string()),
+                header: text.trim().to_string(),
+            });
+        }
+        return None;
+    }
     // The header may follow a prefix the kernel prints; find the earliest acceptable one.
     let mut pos = m.start();
     // Two console messages merged into one line (`... memory accessgeneral protection
@@ -766,6 +780,14 @@ mod tests {
         );
         assert_eq!(kind("hotfuzz-init: ready"), None);
         assert_eq!(kind("virtio_mem virtio1: plugged size: 0x0"), None);
+        assert_eq!(
+            kind("virtio_mem virtio1: unplug failed, marking device broken: -16"),
+            Some(Kind::VirtioMem("unplug failed, marking device broken: -16".into()))
+        );
+        assert_eq!(
+            kind("Failed to re-online memory block 32"),
+            Some(Kind::VirtioMem("Failed to re-online memory block 32".into()))
+        );
         assert_eq!(
             kind(
                 "traps: sh[1] general protection fault ip:4012 sp:7ffd error:0 in sh[401000+1000]"

@@ -574,11 +574,7 @@ pub(super) fn plan(b: &Body) -> Result<Plan, Titled> {
         }
         Kind::Bug(what) => Plan::fixed(format!("BUG: {what}"), T::KernelBug),
         Kind::VirtioMem(msg) => {
-            let m = msg
-                .split_once("virtio_mem ")
-                .and_then(|(_, r)| r.split_once(": ").map(|(_, r)| r))
-                .unwrap_or(msg);
-            let m = m.split(':').next().unwrap_or(m).trim();
+            let m = msg.split(':').next().unwrap_or(msg).trim();
             Plan::fixed(format!("virtio-mem: {m}"), T::VirtioMem)
         }
         Kind::PageDump(reason) => {
