@@ -224,3 +224,50 @@ fn syzkaller_titles() {
         stale.join("\n")
     );
 }
+
+/// `text` as a mail client sends it quoted in a reply: lines wrapped at `width` columns at
+/// spaces (leading indentation kept on the first piece), then `> ` in front of every line.
+fn as_quoted_mail(text: &str, width: usize) -> String {
+    let mut out = String::with_capacity(text.len() + text.len() / 16);
+    for line in text.lines() {
+        let mut cur = String::new();
+        for (i, word) in line.split(' ').enumerate() {
+            if i > 0 && cur.len() + 1 + word.len() > width && !cur.trim().is_empty() {
+                out.push_str("> ");
+                out.push_str(cur.trim_end());
+                out.push('\n');
+                cur.clear();
+            } else if i > 0 {
+                cur.push(' ');
+            }
+            cur.push_str(word);
+        }
+        out.push_str("> ");
+        out.push_str(&cur);
+        out.push('\n');
+    }
+    out
+}
+
+/// A splat pasted from a mail reply (quoted, wrapped by the mail client) keeps its title.
+#[test]
+fn quoted_and_wrapped_mail_keeps_titles() {
+    let cases = cases();
+    let mut same = 0;
+    let mut differ = Vec::new();
+    for c in &cases {
+        let plain = first_report(&c.log).map(|r| r.title);
+        let mail = first_report(&as_quoted_mail(&c.log, 78)).map(|r| r.title);
+        if plain == mail {
+            same += 1;
+        } else {
+            differ.push(format!("{}: {plain:?} became {mail:?}", c.name));
+        }
+    }
+    assert!(
+        same * 100 >= cases.len() * 97,
+        "{same}/{} keep their title:\n{}",
+        cases.len(),
+        differ.join("\n")
+    );
+}

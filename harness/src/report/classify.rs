@@ -463,7 +463,13 @@ fn ubsan_what(r: &str) -> String {
     }
     match r.split_once(" in ") {
         Some((w, _)) => w.trim().to_string(),
-        None => r.split(':').next().unwrap_or(r).trim().to_string(),
+        None => r
+            .split(':')
+            .next()
+            .unwrap_or(r)
+            .trim()
+            .trim_end_matches(" in")
+            .to_string(),
     }
 }
 
@@ -782,11 +788,15 @@ mod tests {
         assert_eq!(kind("virtio_mem virtio1: plugged size: 0x0"), None);
         assert_eq!(
             kind("virtio_mem virtio1: unplug failed, marking device broken: -16"),
-            Some(Kind::VirtioMem("unplug failed, marking device broken: -16".into()))
+            Some(Kind::VirtioMem(
+                "unplug failed, marking device broken: -16".into()
+            ))
         );
         assert_eq!(
             kind("Failed to re-online memory block 32"),
-            Some(Kind::VirtioMem("Failed to re-online memory block 32".into()))
+            Some(Kind::VirtioMem(
+                "Failed to re-online memory block 32".into()
+            ))
         );
         assert_eq!(
             kind(

@@ -244,25 +244,39 @@ pub fn parse_line(index: usize, l: &str) -> Line<'_> {
 
 /// Undoes mail quoting (`> `, `>> `) when most non-empty lines are quoted.
 pub fn unquote(raw: &str) -> Cow<'_, str> {
-    let lines: Vec<&str> = raw.lines().collect();
-    let non_empty = lines.iter().filter(|l| !l.trim().is_empty()).count();
-    let quoted = lines
-        .iter()
-        .filter(|l| skip_ansi(l).starts_with('>'))
-        .count();
-    if non_empty == 0 || quoted * 2 < non_empty {
+    if !is_quoted(raw) {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());
-    for l in lines {
-        let mut s = skip_ansi(l);
-        while let Some(r) = s.strip_prefix('>') {
-            s = r.strip_prefix(' ').unwrap_or(r);
-        }
-        out.push_str(s);
+    for l in raw.lines() {
+        out.push_str(unquote_line(l));
         out.push('\n');
     }
     Cow::Owned(out)
+}
+
+/// Whether most non-empty lines of `raw` are mail-quoted (`> `, `>> `).
+pub fn is_quoted(raw: &str) -> bool {
+    let mut non_empty = 0;
+    let mut quoted = 0;
+    for l in raw.lines() {
+        if !l.trim().is_empty() {
+            non_empty += 1;
+        }
+        if skip_ansi(l).starts_with('>') {
+            quoted += 1;
+        }
+    }
+    non_empty > 0 && quoted * 2 >= non_empty
+}
+
+/// One line without its mail quoting (`> > text` → `text`).
+pub fn unquote_line(l: &str) -> &str {
+    let mut s = skip_ansi(l);
+    while let Some(r) = s.strip_prefix('>') {
+        s = r.strip_prefix(' ').unwrap_or(r);
+    }
+    s
 }
 
 /// If `next` is the wrapped continuation of `prev` (a `WARNING:` header cut before its
@@ -280,28 +294,42 @@ pub fn join_wrapped(prev: &str, next: &str) -> Option<String> {
         && !next.is_empty();
     let module_cut =
         next.starts_with('[') && next.ends_with(']') && !next.contains(' ') && p.contains("+0x");
-    // powerpc: `NIP [c0080000008001c8]`, `LR [...]` or a frame's `[sp] [ip]` cut before the
-    // function.
-    let ppc_cut = ppc_addrs_only(p) && next.contains("+0x") && !next.starts_with('[');
-    (warn_cut || in_cut || module_cut || ppc_cut).then(|| format!("{p} {next}"))
+    // A frame or faulting-instruction line cut after its addresses (powerpc `NIP
+    // [c0080000008001c8]`, `[sp] [ip]`, x86 `RIP: 0010:[<ffffffff8140>]  [<ffffffff8140>]`,
+    // arm `[<802e12b8>] (f) from [<80100a74>]`) before the function.
+    let addr_cut =
+        addrs_only(p) && (next.contains("+0x") || next.starts_with('(')) && !next.starts_with('[');
+    // powerpc's `(unreliable)` pushed after its frame.
+    let unreliable_cut = next == "(unreliable)" && p.contains("+0x");
+    (warn_cut || in_cut || module_cut || addr_cut || unreliable_cut).then(|| format!("{p} {next}"))
 }
 
-/// `NIP [c0080000008001c8]`, `LR [c008...]`, `[c000000002223a70] [c000000000dc3ad8]`: powerpc
-/// addresses with nothing after them.
-fn ppc_addrs_only(p: &str) -> bool {
-    let p = p.trim_start();
-    let p = p
-        .strip_prefix("NIP ")
-        .or_else(|| p.strip_prefix("LR "))
-        .unwrap_or(p)
-        .trim_start();
-    let words: Vec<&str> = p.split(' ').collect();
+/// A line of addresses with nothing after them: `NIP [c0080000008001c8]`, `LR [c008...]`,
+/// `[c000000002223a70] [c000000000dc3ad8]`, `RIP: 0010:[<ffffffff81>]  [<ffffffff81>]`,
+/// `[<802e12b8>] (trace_hardirqs_off) from [<80100a74>]`.
+fn addrs_only(p: &str) -> bool {
+    let mut p = p.trim_start();
+    for pre in ["NIP ", "LR ", "RIP: 0010:", "IP: ", "EIP: "] {
+        if let Some(r) = p.strip_prefix(pre) {
+            p = r.trim_start();
+            break;
+        }
+    }
+    // arm: the callee's name may come first.
+    if let Some((callee, r)) = p.split_once(" from ") {
+        if !callee.ends_with(')') {
+            return false;
+        }
+        p = r;
+    }
+    let words: Vec<&str> = p.split_whitespace().collect();
     (1..=2).contains(&words.len())
         && words.iter().all(|w| {
-            w.len() > 2
-                && w.starts_with('[')
-                && w.ends_with(']')
-                && w[1..w.len() - 1].bytes().all(|c| c.is_ascii_hexdigit())
+            let inner = w
+                .strip_prefix("[<")
+                .and_then(|w| w.strip_suffix(">]"))
+                .or_else(|| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')));
+            inner.is_some_and(|h| !h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()))
         })
 }
 

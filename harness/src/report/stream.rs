@@ -369,6 +369,39 @@ impl Pending {
     }
 }
 
+/// A report's header or lockdep's `at:` line that a mail client wrapped, joined with its
+/// continuation `next` (a line without a kernel timestamp): a header cut mid-sentence
+/// (`... in`, `... code:`), a header word split from its sentence (`INFO: task sh:1 blocked
+/// for more` / `than 143 seconds.`), or `at:` cut before its function.
+fn join_report_line(prev: &str, next: &str) -> Option<String> {
+    if next.is_empty() || next.starts_with(char::is_whitespace) || next.len() > MAX_LINE {
+        return None;
+    }
+    let p = prev.trim_end();
+    let joined = format!("{p} {}", next.trim());
+    let at_cut = (p.ends_with(" at:") || (p.ends_with(">]") && p.contains(", at: [<")))
+        && stack::parse_frame(&format!(" {}", next.trim())).is_some();
+    if at_cut {
+        return Some(joined);
+    }
+    if classify(next).is_some() {
+        return None;
+    }
+    match classify(p) {
+        None => classify(&joined).is_some().then_some(joined),
+        Some(_) => {
+            const GLUE: &[&str] = &[
+                "in", "in:", "at", "for", "is", "inside", "to", "of", "more", "than", "on", "addr",
+            ];
+            let last = p.rsplit(' ').next().unwrap_or("");
+            let first = next.split(' ').next().unwrap_or("");
+            let mid_sentence =
+                p.ends_with([':', '(', ',', '[']) || GLUE.contains(&last) || GLUE.contains(&first);
+            mid_sentence.then_some(joined)
+        }
+    }
+}
+
 /// `s` cut to at most `max` bytes, at a character boundary.
 fn cap(s: &str, max: usize) -> &str {
     if s.len() <= max {
@@ -409,7 +442,10 @@ impl Parser {
         if let Some(mut prev) = self.pending.take() {
             // A continuation has no timestamp of its own.
             let joined = (cur.ktime.is_none())
-                .then(|| lines::join_wrapped(&prev.text, cur.text.trim()))
+                .then(|| {
+                    lines::join_wrapped(&prev.text, cur.text.trim())
+                        .or_else(|| join_report_line(&prev.text, &cur.text))
+                })
                 .flatten();
             if let Some(joined) = joined {
                 prev.text = joined;
@@ -682,6 +718,8 @@ pub fn parse_reader(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Report>
         }
         head.push_str(&String::from_utf8_lossy(&buf));
     }
+    // A mail's quoting is decided on its first lines and undone on all of them.
+    let quoted = lines::is_quoted(&head);
     let head = lines::unquote(&head).into_owned();
     let mut p = Parser::new(looks_pasted(&head));
     for l in head.lines() {
@@ -695,9 +733,16 @@ pub fn parse_reader(mut r: impl std::io::BufRead) -> std::io::Result<Vec<Report>
         if buf.last() == Some(&b'\n') {
             buf.pop();
         }
+        fn unq(quoted: bool, l: &str) -> &str {
+            if quoted {
+                lines::unquote_line(l)
+            } else {
+                l
+            }
+        }
         match std::str::from_utf8(&buf) {
-            Ok(line) => p.push(line),
-            Err(_) => p.push(&String::from_utf8_lossy(&buf)),
+            Ok(line) => p.push(unq(quoted, line)),
+            Err(_) => p.push(unq(quoted, &String::from_utf8_lossy(&buf))),
         }
     }
     Ok(p.finish())
@@ -879,6 +924,21 @@ mod tests {
         assert_eq!(r.title, "KASAN: use-after-free Read in foo");
         assert_eq!(r.alt_titles, ["bad-access in foo"]);
         assert!(!r.text.contains("executing program"), "{}", r.text);
+    }
+
+    #[test]
+    fn a_long_quoted_mail_is_unquoted_to_its_end() {
+        let mut mail: String = (0..400)
+            .map(|i| format!("> [  {i}.0] noise {i}\n"))
+            .collect();
+        mail.push_str("> [  500.0] BUG: KASAN: use-after-free in foo+0x1/0x2\n");
+        mail.push_str("> [  500.1] Read of size 8 at addr ffff888000000000 by task sh/1\n");
+        mail.push_str("> [  500.2] Call Trace:\n> [  500.3]  foo+0x1/0x2\n");
+        let streamed = parse_reader(std::io::Cursor::new(mail.as_bytes())).unwrap();
+        let whole = parse(&mail);
+        assert_eq!(streamed.len(), 1);
+        assert_eq!(streamed[0].title, "KASAN: use-after-free Read in foo");
+        assert_eq!(streamed[0].title, whole[0].title);
     }
 
     #[test]
