@@ -187,6 +187,8 @@ struct Open {
     ip_reprinted: bool,
     /// The index of the last line the report took.
     last: usize,
+    /// The next report of the same caller context started: this one is over.
+    done_by_next: bool,
 }
 
 impl Open {
@@ -214,6 +216,7 @@ impl Open {
             foreign_ip: None,
             ip_reprinted: false,
             last: l.index,
+            done_by_next: false,
         }
     }
 
@@ -555,7 +558,25 @@ impl Parser {
                     other.cut_by_same = std::mem::discriminant(&other.start.kind)
                         == std::mem::discriminant(&o.start.kind);
                 }
-                overlap = true;
+                // With caller tags, one task or CPU prints one report after the other: the
+                // earlier one is over. Without them, the two may be mixed from here on.
+                // The hung task detector and kmemleak print one report after the other too.
+                let series = matches!(o.start.kind, Kind::HungTask(_) | Kind::Leak)
+                    && std::mem::discriminant(&other.start.kind)
+                        == std::mem::discriminant(&o.start.kind);
+                if (l.caller.is_some() && !other.any_caller) || series {
+                    other.done_by_next = true;
+                } else {
+                    overlap = true;
+                }
+            }
+        }
+        let mut i = 0;
+        while i < self.open.len() {
+            if self.open[i].done_by_next {
+                self.close(i);
+            } else {
+                i += 1;
             }
         }
         o.mixed = overlap;
@@ -829,7 +850,7 @@ fn finish(mut o: Open) -> Report {
         end_line,
         host_time,
         text,
-        interleaved: o.cut.is_some() || o.mixed,
+        interleaved: (o.cut.is_some() && !o.done_by_next) || o.mixed,
         panicked: o.panicked,
     }
 }
@@ -906,6 +927,37 @@ mod tests {
         let t: Vec<&str> = got.iter().map(|r| r.title.as_str()).collect();
         assert_eq!(t, ["WARNING in alpha", "WARNING in beta"]);
         assert!(got.iter().all(|r| !r.interleaved && r.corrupted.is_none()));
+    }
+
+    #[test]
+    fn the_hung_task_detector_lists_tasks_one_after_the_other() {
+        let one = |task: &str, lock: &str| {
+            format!(
+                "[  9.0] INFO: task {task}:1 blocked for more than 143 seconds.\n\
+                 [  9.1] Call Trace:\n\
+                 [  9.2]  [<ffffffff81000000>] schedule+0x1/0x2\n\
+                 [  9.3]  [<ffffffff81000000>] mutex_lock_nested+0x1/0x2\n\
+                 [  9.4]  [<ffffffff81000000>] {lock}+0x1/0x2\n"
+            )
+        };
+        let log = one("a", "offline_pages") + &one("b", "online_pages");
+        let tagged: String = log
+            .lines()
+            .map(|l| format!("{}\n", l.replacen("] ", "][ T5] ", 1)))
+            .collect();
+        for log in [log, tagged] {
+            let got = parse(&log);
+            let t: Vec<&str> = got.iter().map(|r| r.title.as_str()).collect();
+            assert_eq!(
+                t,
+                [
+                    "INFO: task hung in offline_pages",
+                    "INFO: task hung in online_pages"
+                ],
+                "{log}"
+            );
+            assert!(got.iter().all(|r| r.corrupted.is_none() && !r.interleaved));
+        }
     }
 
     #[test]
