@@ -37,6 +37,8 @@ const MAX_TAIL_LINES: usize = 200;
 pub const MAX_LINE: usize = 4096;
 /// Recent lines kept for what a report pulls in from before its header.
 const RECENT: usize = 6;
+/// Lines after a report's end within which a `page dumped because:` is still the report's.
+const MAX_DUMP_DISTANCE: usize = 20;
 /// Lines of other contexts after which a report that took none of them is over.
 const MAX_QUIET_LINES: usize = 2000;
 
@@ -243,10 +245,18 @@ impl Open {
     fn feed(&mut self, l: &Line) {
         self.last = l.index;
         self.lines.push(Kept::from(l));
+        let s = l.text.trim();
+        if let Some(r) = s.strip_prefix("page dumped because: ") {
+            self.page_dumps.push(r.to_string());
+        }
+        if s.starts_with("Kernel panic - not syncing") {
+            self.panicked = true;
+        }
         if self.tailing() {
+            // A continuation after the report's end: its text reaches this far.
+            self.soft_end = Some(self.lines.len());
             return;
         }
-        let s = l.text.trim();
         if self.ended && stack::parse_ip(s).is_some() {
             self.ip_reprinted = true;
         }
@@ -272,12 +282,6 @@ impl Open {
             // Traces without <TASK> markers end at their first non-frame line.
             self.stack_done = true;
         }
-        if let Some(r) = s.strip_prefix("page dumped because: ") {
-            self.page_dumps.push(r.to_string());
-        }
-        if s.starts_with("Kernel panic - not syncing") {
-            self.panicked = true;
-        }
         if s.starts_with("Sending NMI from CPU") {
             self.any_caller = true;
         }
@@ -301,7 +305,10 @@ impl Open {
             return !self.tailing() || follow_up.iter().any(|f| msg.starts_with(f));
         }
         if self.tailing() {
-            return false;
+            // A dump_page() right after a report is part of it (KASAN's page, virtio-mem's
+            // fake-offline page after its WARNING).
+            let tail = self.lines.len() - self.soft_end.unwrap_or(0);
+            return matches!(s.kind, Kind::PageDump(_)) && tail <= MAX_DUMP_DISTANCE;
         }
         match &s.kind {
             Kind::DoubleFault | Kind::NetdevWait | Kind::ArmFault("Internal error") => true,
@@ -911,6 +918,28 @@ mod tests {
             titles(refcount),
             [("WARNING: refcount bug in offline_pages".into(), None)]
         );
+    }
+
+    #[test]
+    fn a_page_dump_after_its_warning_is_the_warnings() {
+        let log = "[  7.0] WARNING: CPU: 0 PID: 9 at drivers/virtio/virtio_mem.c:1023 virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem]\n\
+            [  7.1] RIP: 0010:virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem]\n\
+            [  7.2] Call Trace:\n\
+            [  7.3]  <TASK>\n\
+            [  7.4]  memory_notify+0x1a/0x30\n\
+            [  7.5]  </TASK>\n\
+            [  7.6] ---[ end trace 0000000000000000 ]---\n\
+            [  7.7] page: refcount:1 mapcount:0 mapping:0000000000000000 index:0x0 pfn:0x140000\n\
+            [  7.8] flags: 0x17ffffc0000000(node=0|zone=2)\n\
+            [  7.9] page dumped because: fake-offline page referenced\n\
+            [  8.0] virtio_mem virtio1: plugged size: 0x8000000\n";
+        let got = parse(log);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            got[0].title,
+            "WARNING in virtio_mem_fake_offline_going_offline"
+        );
+        assert_eq!(got[0].page_dump_reasons, ["fake-offline page referenced"]);
     }
 
     #[test]
