@@ -49,6 +49,7 @@ pub(super) fn needs_stack(k: &Kind) -> bool {
             | Kind::NetdevWait
             | Kind::SyzFailure(_)
             | Kind::Trusty(_)
+            | Kind::Bug(_)
             | Kind::Panic(_)
             | Kind::Dentry(_)
             | Kind::VirtioMem(_)

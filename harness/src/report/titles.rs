@@ -8,7 +8,7 @@
 //! dispatcher, [`stack::stall_anchor`]), the sleeper's for hung tasks. When that frame cannot
 //! be found the title says `in corrupted` and the report is corrupted; a report is also
 //! corrupted when its stack is missing, a stack starts without frames, fault injection's stack
-//! is mixed in, or the console dropped it. Lines another CPU's report mixed in are never used:
+//! is mixed in, another report starts inside it, or the console was cut off. Lines another CPU's report mixed in are never used:
 //! such a report is titled from its header alone.
 
 use super::classify::{Kind, Start};
@@ -222,6 +222,7 @@ fn after_interrupt(lines: &[&str]) -> Option<usize> {
             || s.starts_with("Exception stack")
             || s.contains("el1_irq")
             || s.contains("el1_interrupt")
+            || s.contains("el1h_64_irq")
     })?;
     // The line itself may carry the first frame (`<EOI> [<..>] func`) or be the IRQ's last.
     let mut j = i;
@@ -240,7 +241,7 @@ fn after_interrupt(lines: &[&str]) -> Option<usize> {
     })
 }
 
-fn b_self_detected(lines: &[&str]) -> bool {
+fn self_detected(lines: &[&str]) -> bool {
     lines
         .first()
         .is_some_and(|h| h.contains("self-detected stall"))
@@ -323,7 +324,7 @@ fn candidates(plan: &Plan, lines: &[&str]) -> Vec<Cand> {
             let Some(from) = after_interrupt(lines) else {
                 // A self-detected stall printed like a soft lockup (the interrupted registers,
                 // then their stack) is named like one.
-                if b_self_detected(lines) {
+                if self_detected(lines) {
                     if let Some(i) = ip_line(lines, 1) {
                         v.extend(frames(lines, i, true));
                     }
