@@ -10,4 +10,4 @@ cargo test -p hotfuzz-executor
 cargo test -p hotfuzz --lib --bins \
   --test fuzz_fake --test minimize --test layering \
   --test report_golden --test report_big_log --test report_cli \
-  --test prog_cli --test vm_cli
+  --test prog_cli --test vm_cli --test syzkaller_golden

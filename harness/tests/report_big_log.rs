@@ -85,3 +85,54 @@ fn hundred_megabyte_logs_in_bounded_memory() {
         "peak RSS grew by {grew} KiB for a 100 MB log whose reports hold {held_kib} KiB"
     );
 }
+
+/// A reader of `n` bytes of `fill` without a newline, then `tail`: a huge line that is never
+/// in memory at once.
+struct HugeLine {
+    left: usize,
+    fill: [u8; 8192],
+    tail: std::io::Cursor<Vec<u8>>,
+}
+
+impl std::io::Read for HugeLine {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.left == 0 {
+            return self.tail.read(buf);
+        }
+        let n = buf.len().min(self.left).min(self.fill.len());
+        buf[..n].copy_from_slice(&self.fill[..n]);
+        self.left -= n;
+        Ok(n)
+    }
+}
+
+/// A 300 MB line (a console flooded without newlines) costs no memory and hides nothing: the
+/// report after it is found.
+#[test]
+fn three_hundred_megabyte_line() {
+    let gs = goldens();
+    let g = gs
+        .iter()
+        .find(|g| g.path.ends_with("warn.log"))
+        .expect("warn.log");
+    let mut fill = [b'a'; 8192];
+    fill[..27].copy_from_slice(b"[  1.000000] WARNING: CPU: ");
+    let reader = HugeLine {
+        left: 300 << 20,
+        fill,
+        tail: std::io::Cursor::new(format!("\n{}", g.log).into_bytes()),
+    };
+    let before = peak_rss_kib();
+    let got = report::parse_reader(std::io::BufReader::new(reader)).unwrap();
+    let grew = peak_rss_kib().saturating_sub(before);
+    let titles: Vec<&str> = got.iter().map(|r| r.title.as_str()).collect();
+    assert!(
+        titles.contains(&g.expect[0].title.as_str()),
+        "{titles:?} lacks {}",
+        g.expect[0].title
+    );
+    assert!(
+        grew < 16 * 1024,
+        "peak RSS grew by {grew} KiB for a 300 MB line"
+    );
+}

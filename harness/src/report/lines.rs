@@ -121,6 +121,20 @@ fn syslog_prefix(s: &str) -> Option<usize> {
     Some(16 + k + " kernel: ".len())
 }
 
+/// Skips a `<N>` log level (one to three digits).
+fn level(s: &str) -> &str {
+    let b = s.as_bytes();
+    if b.first() != Some(&b'<') {
+        return s;
+    }
+    let digits = b[1..].iter().take(4).take_while(|&&c| is_digit(c)).count();
+    if (1..=3).contains(&digits) && b.get(1 + digits) == Some(&b'>') {
+        &s[2 + digits..]
+    } else {
+        s
+    }
+}
+
 /// `[Fri Nov 21 12:00:01 2026] ` (dmesg -T).
 fn dmesg_t(s: &str) -> Option<usize> {
     let b = s.as_bytes();
@@ -191,13 +205,21 @@ pub fn parse_line(index: usize, l: &str) -> Line<'_> {
     if let Some(n) = syslog_prefix(s) {
         s = &s[n..];
     }
-    if s.len() >= 3
-        && s.as_bytes()[0] == b'<'
-        && s.as_bytes()[2] == b'>'
-        && is_digit(s.as_bytes()[1])
-    {
-        s = &s[3..];
+    // `** 4491 printk messages dropped ** ` (the console could not keep up).
+    if let Some(r) = s.strip_prefix("** ") {
+        if let Some(i) = r.find(" printk messages dropped ** ") {
+            if r[..i].bytes().all(is_digit) {
+                s = &r[i + " printk messages dropped ** ".len()..];
+            }
+        }
     }
+    // `syzkaller login: [   59.806466] ...` (a getty prompt the kernel printed into).
+    if let Some(i) = s.find(" login: [") {
+        if i < 64 && !s[..i].contains(' ') {
+            s = &s[i + " login: ".len()..];
+        }
+    }
+    s = level(s);
     if let Some(n) = dmesg_t(s) {
         s = &s[n..];
     }
@@ -222,25 +244,39 @@ pub fn parse_line(index: usize, l: &str) -> Line<'_> {
 
 /// Undoes mail quoting (`> `, `>> `) when most non-empty lines are quoted.
 pub fn unquote(raw: &str) -> Cow<'_, str> {
-    let lines: Vec<&str> = raw.lines().collect();
-    let non_empty = lines.iter().filter(|l| !l.trim().is_empty()).count();
-    let quoted = lines
-        .iter()
-        .filter(|l| skip_ansi(l).starts_with('>'))
-        .count();
-    if non_empty == 0 || quoted * 2 < non_empty {
+    if !is_quoted(raw) {
         return Cow::Borrowed(raw);
     }
     let mut out = String::with_capacity(raw.len());
-    for l in lines {
-        let mut s = skip_ansi(l);
-        while let Some(r) = s.strip_prefix('>') {
-            s = r.strip_prefix(' ').unwrap_or(r);
-        }
-        out.push_str(s);
+    for l in raw.lines() {
+        out.push_str(unquote_line(l));
         out.push('\n');
     }
     Cow::Owned(out)
+}
+
+/// Whether most non-empty lines of `raw` are mail-quoted (`> `, `>> `).
+pub fn is_quoted(raw: &str) -> bool {
+    let mut non_empty = 0;
+    let mut quoted = 0;
+    for l in raw.lines() {
+        if !l.trim().is_empty() {
+            non_empty += 1;
+        }
+        if skip_ansi(l).starts_with('>') {
+            quoted += 1;
+        }
+    }
+    non_empty > 0 && quoted * 2 >= non_empty
+}
+
+/// One line without its mail quoting (`> > text` → `text`).
+pub fn unquote_line(l: &str) -> &str {
+    let mut s = skip_ansi(l);
+    while let Some(r) = s.strip_prefix('>') {
+        s = r.strip_prefix(' ').unwrap_or(r);
+    }
+    s
 }
 
 /// If `next` is the wrapped continuation of `prev` (a `WARNING:` header cut before its
@@ -248,13 +284,53 @@ pub fn unquote(raw: &str) -> Cow<'_, str> {
 /// the joined line.
 pub fn join_wrapped(prev: &str, next: &str) -> Option<String> {
     let p = prev.trim_end();
-    let warn_cut = p.contains("WARNING: CPU:") && !p.contains("+0x") && next.contains("+0x");
+    // `WARNING: CPU: 1 PID: 5 at file:line` or the newer `WARNING: file:line at` cut before
+    // the function.
+    let warn_header = p.contains("WARNING: CPU:")
+        || (p.starts_with("WARNING: ") && p.ends_with(" at") && !p.contains(", CPU#"));
+    let warn_cut = warn_header && !p.contains("+0x") && next.contains("+0x");
     let in_cut = (p.starts_with("BUG: KFENCE:") || p.starts_with("BUG: KASAN:"))
         && p.ends_with(" in")
         && !next.is_empty();
     let module_cut =
         next.starts_with('[') && next.ends_with(']') && !next.contains(' ') && p.contains("+0x");
-    (warn_cut || in_cut || module_cut).then(|| format!("{p} {next}"))
+    // A frame or faulting-instruction line cut after its addresses (powerpc `NIP
+    // [c0080000008001c8]`, `[sp] [ip]`, x86 `RIP: 0010:[<ffffffff8140>]  [<ffffffff8140>]`,
+    // arm `[<802e12b8>] (f) from [<80100a74>]`) before the function.
+    let addr_cut =
+        addrs_only(p) && (next.contains("+0x") || next.starts_with('(')) && !next.starts_with('[');
+    // powerpc's `(unreliable)` pushed after its frame.
+    let unreliable_cut = next == "(unreliable)" && p.contains("+0x");
+    (warn_cut || in_cut || module_cut || addr_cut || unreliable_cut).then(|| format!("{p} {next}"))
+}
+
+/// A line of addresses with nothing after them: `NIP [c0080000008001c8]`, `LR [c008...]`,
+/// `[c000000002223a70] [c000000000dc3ad8]`, `RIP: 0010:[<ffffffff81>]  [<ffffffff81>]`,
+/// `[<802e12b8>] (trace_hardirqs_off) from [<80100a74>]`.
+fn addrs_only(p: &str) -> bool {
+    let mut p = p.trim_start();
+    for pre in ["NIP ", "LR ", "RIP: 0010:", "IP: ", "EIP: "] {
+        if let Some(r) = p.strip_prefix(pre) {
+            p = r.trim_start();
+            break;
+        }
+    }
+    // arm: the callee's name may come first.
+    if let Some((callee, r)) = p.split_once(" from ") {
+        if !callee.ends_with(')') {
+            return false;
+        }
+        p = r;
+    }
+    let words: Vec<&str> = p.split_whitespace().collect();
+    (1..=2).contains(&words.len())
+        && words.iter().all(|w| {
+            let inner = w
+                .strip_prefix("[<")
+                .and_then(|w| w.strip_suffix(">]"))
+                .or_else(|| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')));
+            inner.is_some_and(|h| !h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()))
+        })
 }
 
 /// Rejoins lines a mail client wrapped, for the cases that matter to titles: a `WARNING:`
@@ -293,6 +369,15 @@ mod tests {
         assert_eq!(l.text, " func+0x1/0x2");
         let l = parse_line(0, "<4>[ 3.000001] BUG: y");
         assert_eq!(l.text, "BUG: y");
+        let l = parse_line(0, "<14>[ 3.000001] init: z");
+        assert_eq!(l.text, "init: z");
+        let l = parse_line(
+            0,
+            "** 4491 printk messages dropped ** [   50.750742] INFO: x",
+        );
+        assert_eq!((l.text.as_ref(), l.ktime), ("INFO: x", Some(50.750742)));
+        let l = parse_line(0, "syzkaller login: [   16.305150] INFO: task");
+        assert_eq!(l.text, "INFO: task");
         let l = parse_line(0, "Nov 21 12:00:01 myhost kernel: [ 5.1] Oops");
         assert_eq!(l.text, "Oops");
         let l = parse_line(0, "[Fri Nov 21 12:00:01 2026] kernel BUG at x");
@@ -303,6 +388,23 @@ mod tests {
         let l = parse_line(0, "[c000000000a0b0c0] [c0000000001234] func+0x1/0x2");
         assert_eq!(l.ktime, None);
         assert!(l.text.starts_with("[c000000000a0b0c0]"));
+    }
+
+    #[test]
+    fn new_warning_form_unwrapped() {
+        let mail = "> WARNING: drivers/virtio/virtio_mem.c:1023 at\n> virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem], CPU#1: kworker/1:2/123\n";
+        let text = unquote(mail);
+        let lines = unwrap_pasted(split(&text));
+        assert_eq!(
+            lines[0].text,
+            "WARNING: drivers/virtio/virtio_mem.c:1023 at virtio_mem_fake_offline_going_offline+0x55/0x60 [virtio_mem], CPU#1: kworker/1:2/123"
+        );
+        // A complete header is not joined with what follows.
+        assert!(join_wrapped(
+            "WARNING: fs/dcache.c:829 at fast_dput+0x334/0x430, CPU#1: x/1",
+            "Modules linked in:"
+        )
+        .is_none());
     }
 
     #[test]

@@ -1,8 +1,8 @@
-//! Stack frames in x86 and powerpc oops formats, and which of them are too generic to name a
-//! bug after.
+//! Stack frames in the oops formats kernels print (x86 old and new, arm64, arm, powerpc, with or
+//! without symbolization). Which of them are too generic to name a bug after is
+//! [`super::skip`] (re-exported here).
 
-use regex::Regex;
-use std::sync::LazyLock;
+pub use super::skip::{canonical, first_interesting, is_generic, stall_anchor, stall_waits, Skip};
 
 /// One stack frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,13 +19,12 @@ pub struct Frame {
     pub questionable: bool,
 }
 
-static RIP: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?:RIP: 0010:|NIP \s*\[[0-9a-f]+\] |pc : |PC is at |EIP: )([A-Za-z0-9_.$]+)\+0x([0-9a-f]+)/0x[0-9a-f]+(?: \[([A-Za-z0-9_]+)\])?").unwrap()
-});
-static INTERRUPT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^--- interrupt: [0-9a-f]+ at ([A-Za-z0-9_.$]+)\+0x([0-9a-f]+)/0x[0-9a-f]+")
-        .unwrap()
-});
+/// True when `text` has a `+0x` (a function offset): every frame does.
+fn has_offset(text: &str) -> bool {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new("+0x"));
+    FINDER.find(text.as_bytes()).is_some()
+}
 
 /// A function name without compiler-generated suffixes.
 pub fn base_name(f: &str) -> &str {
@@ -49,6 +48,10 @@ fn is_sym_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'$'
 }
 
+fn hex_run(b: &[u8]) -> usize {
+    b.iter().take_while(|c| c.is_ascii_hexdigit()).count()
+}
+
 /// `func+0x1a/0x40` then an optional ` [module]`: (func, offset hex, module, the rest).
 fn parse_sym(s: &str) -> Option<(&str, &str, Option<&str>, &str)> {
     let b = s.as_bytes();
@@ -57,19 +60,13 @@ fn parse_sym(s: &str) -> Option<(&str, &str, Option<&str>, &str)> {
         return None;
     }
     let off_start = name_end + 3;
-    let off_len = b[off_start..]
-        .iter()
-        .position(|c| !c.is_ascii_hexdigit())
-        .unwrap_or(b.len() - off_start);
+    let off_len = hex_run(&b[off_start..]);
     let after_off = off_start + off_len;
     if off_len == 0 || !s[after_off..].starts_with("/0x") {
         return None;
     }
     let size_start = after_off + 3;
-    let size_len = b[size_start..]
-        .iter()
-        .position(|c| !c.is_ascii_hexdigit())
-        .unwrap_or(b.len() - size_start);
+    let size_len = hex_run(&b[size_start..]);
     if size_len == 0 {
         return None;
     }
@@ -91,106 +88,192 @@ fn parse_sym(s: &str) -> Option<(&str, &str, Option<&str>, &str)> {
 fn strip_ppc_addr(s: &str) -> Option<&str> {
     let r = s.strip_prefix('[')?;
     let end = r.find(']')?;
-    if end == 0 || !r[..end].bytes().all(|c| c.is_ascii_hexdigit()) {
+    if end == 0 || hex_run(r.as_bytes()) != end {
         return None;
     }
     r[end + 1..].strip_prefix(' ')
 }
 
-/// Parses a call trace line: x86 `  [? ]func+0x1a/0x40 [mod]` or powerpc
-/// `[sp] [ip] func+0x1a/0x40 [mod] (unreliable)`. (Hand-written: the parser runs it on
-/// every line of every report.)
-pub fn parse_frame(text: &str) -> Option<Frame> {
-    if !text.contains("+0x") {
+/// `[<ffffffff81d91389>]` (an old x86 or arm return address), returning the rest.
+fn strip_angle_addr(s: &str) -> Option<&str> {
+    let r = s.strip_prefix("[<")?;
+    let end = r.find(">]")?;
+    if end == 0 || hex_run(r.as_bytes()) != end {
         return None;
     }
-    let t = text.trim_start();
-    if t.len() < text.len() {
-        // x86: indented.
-        let (q, body) = match t.strip_prefix("? ") {
-            Some(b) => (true, b),
-            None => (false, t),
-        };
-        if let Some((func, off, module, rest)) = parse_sym(body) {
-            if rest.trim().is_empty() {
-                return Some(frame(func, off, module, q, text));
+    Some(&r[end + 2..])
+}
+
+/// `[  420.408595]` (a timestamp in the middle of an old continuation line).
+fn strip_stamp(s: &str) -> Option<&str> {
+    let r = s.strip_prefix('[')?;
+    let end = r.find(']')?;
+    let inner = r[..end].trim_start();
+    if inner.is_empty()
+        || !inner.contains('.')
+        || !inner.bytes().all(|c| c.is_ascii_digit() || c == b'.')
+    {
+        return None;
+    }
+    Some(&r[end + 1..])
+}
+
+/// ` lib/dump_stack.c:113` after a symbolized frame.
+fn is_source_location(s: &str) -> bool {
+    let s = s.trim();
+    let Some((path, line)) = s.rsplit_once(':') else {
+        return false;
+    };
+    !path.is_empty()
+        && !path.contains(' ')
+        && path.contains('.')
+        && !line.is_empty()
+        && line.bytes().all(|c| c.is_ascii_digit())
+}
+
+/// Parses a call trace line: x86 `  [? ]func+0x1a/0x40 [mod]` (symbolized or not), old x86
+/// `[<ffffffff81d91389>] [? ]func+0x..`, powerpc `[sp] [ip] func+0x1a/0x40 [mod]
+/// (unreliable)`, or arm `[<pc>] (func) from [<lr>] (caller+0x..)` (the caller is the frame).
+/// Inlined frames (`func file.c:12 [inline]`) are not frames: titles name real ones.
+/// (Hand-written: the parser runs it on every line of every report.)
+pub fn parse_frame(text: &str) -> Option<Frame> {
+    if !has_offset(text) {
+        return None;
+    }
+    let mut t = text.trim_start();
+    let mut anchored = t.len() < text.len();
+    if let Some(i) = t.find(") from [<") {
+        // arm: the return address names the frame.
+        let r = &t[i + ") from ".len()..];
+        let r = strip_angle_addr(r)?.trim_start().strip_prefix('(')?;
+        let (func, off, module, rest) = parse_sym(r)?;
+        return rest
+            .starts_with(')')
+            .then(|| frame(func, off, module, false, text));
+    }
+    // Markers and old prefixes in front of the frame.
+    loop {
+        let before = t.len();
+        for m in [
+            "<IRQ>", "<EOI>", "<NMI>", "<TASK>", "<#DF>", "<#DB>", "<#MC>",
+        ] {
+            if let Some(r) = t.strip_prefix(m) {
+                t = r.trim_start();
             }
         }
+        if let Some(r) = strip_stamp(t) {
+            t = r.trim_start();
+        }
+        if let Some(r) = strip_angle_addr(t) {
+            t = r.trim_start();
+            anchored = true;
+        }
+        if t.len() == before {
+            break;
+        }
     }
-    let body = strip_ppc_addr(t).and_then(strip_ppc_addr)?;
+    let mut ppc = false;
+    if let Some(r) = strip_ppc_addr(t).and_then(strip_ppc_addr) {
+        t = r.trim_start();
+        ppc = true;
+        anchored = true;
+    }
+    if !anchored {
+        return None;
+    }
+    let (q, body) = match t.strip_prefix("? ") {
+        Some(b) => (true, b),
+        None => (false, t),
+    };
     let (func, off, module, rest) = parse_sym(body)?;
-    let rest = rest.trim_end();
+    let mut rest = rest.trim();
+    // arm64 marks where a frame came from: ` (T)` task, ` (P)` pt_regs, ` (C)`, ` (L)`.
+    for m in [" (T)", " (P)", " (C)", " (L)"] {
+        if let Some(r) = rest.strip_suffix(m) {
+            rest = r.trim_end();
+        } else if rest == &m[1..] {
+            rest = "";
+        }
+    }
     let unreliable = match rest {
         "" => false,
-        " (unreliable)" => true,
+        "(unreliable)" if ppc => true,
+        r if is_source_location(r) => false,
         _ => return None,
     };
-    Some(frame(func, off, module, unreliable, text))
+    Some(frame(func, off, module, q || unreliable, text))
 }
 
-/// Parses the line naming the faulting instruction: x86 `RIP: 0010:f+0x..` (kernel mode
-/// only), powerpc `NIP [..] f+0x..`, arm64 `pc : f+0x..`, or powerpc `--- interrupt: N at f`.
+/// `[<pc>] (func) from [<lr>] (caller+0x..)`: arm names the function a frame is in first,
+/// then its caller (which [`parse_frame`] returns).
+pub fn parse_arm_callee(text: &str) -> Option<Frame> {
+    let t = text.trim_start();
+    let i = t.find(") from [<")?;
+    let r = strip_angle_addr(&t[..i])?.trim_start().strip_prefix('(')?;
+    if r.is_empty() || !r.bytes().all(is_sym_char) {
+        return None;
+    }
+    Some(frame(r, "0", None, false, text))
+}
+
+/// True for a line naming the faulting instruction, with or without a function (`RIP:
+/// 0010:0xffffffffffffffff`, `PC is at 0x0`): a stack that follows it is the faulting one.
+/// User-space instructions (`RIP: 0033:`) do not count.
+pub fn is_ip_line(text: &str) -> bool {
+    let t = text.trim_start();
+    if let Some(r) = t.strip_prefix("RIP: ") {
+        return !(r.starts_with("0033:") || r.starts_with("0023:") || r.starts_with("002b:"));
+    }
+    t.starts_with("IP: ")
+        || t.starts_with("EIP: ")
+        || (t.starts_with("NIP ") && t.contains(']'))
+        || t.starts_with("pc : ")
+        || t.starts_with("PC is at ")
+        || t.starts_with("--- interrupt: ")
+}
+
+/// The function named by the line of the faulting instruction: x86 `RIP: 0010:f+0x..` (kernel
+/// mode, old `[<addr>]` forms too), `IP: f+0x..`, powerpc `NIP [..] f+0x..` or `--- interrupt:
+/// N at f+0x..`, arm64 `pc : f+0x..`, arm `PC is at f+0x..`, i386 `EIP: f+0x..`.
 pub fn parse_ip(text: &str) -> Option<Frame> {
-    if !text.contains("+0x") {
+    if !has_offset(text) {
         return None;
     }
     let t = text.trim_start();
-    if let Some(c) = RIP.captures(t) {
-        return Some(frame(&c[1], &c[2], c.get(3).map(|m| m.as_str()), false, t));
+    let rest = if let Some(r) = t.strip_prefix("RIP: ") {
+        // `RIP: 0010:func`, `RIP: 0010:[<addr>]  [<addr>] func`, or old `RIP: func`.
+        let r = match r.split_once(':') {
+            Some((seg, r)) if seg.len() == 4 && hex_run(seg.as_bytes()) == 4 => {
+                if seg == "0033" || seg == "0023" || seg == "002b" {
+                    return None;
+                }
+                r
+            }
+            _ => r,
+        };
+        r
+    } else if let Some(r) = t.strip_prefix("IP: ").or_else(|| t.strip_prefix("EIP: ")) {
+        r.split_once(':')
+            .filter(|(seg, _)| seg.len() == 4 && hex_run(seg.as_bytes()) == 4)
+            .map_or(r, |(_, r)| r)
+    } else if let Some(r) = t.strip_prefix("NIP ") {
+        strip_ppc_addr(r.trim_start())?
+    } else if let Some(r) = t
+        .strip_prefix("pc : ")
+        .or_else(|| t.strip_prefix("PC is at "))
+    {
+        r
+    } else if let Some(r) = t.strip_prefix("--- interrupt: ") {
+        r.split_once(" at ")?.1
+    } else {
+        return None;
+    };
+    let mut r = rest.trim_start();
+    while let Some(x) = strip_angle_addr(r) {
+        r = x.trim_start();
     }
-    if let Some(c) = INTERRUPT.captures(t) {
-        return Some(frame(&c[1], &c[2], None, false, t));
-    }
-    None
-}
-
-/// Frames too generic to name a bug after: reporting and printing, locking, allocation and
-/// freeing, list and refcount helpers, notifier chains, scheduling and waiting, interrupt and
-/// system call entry. (Like syzkaller's skip list, for the paths hotfuzz exercises.)
-static GENERIC: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(concat!(
-        r"^(",
-        r"_*(dump_stack|dump_stack_lvl|show_stack|show_regs|show_trace_log_lvl|printk|_printk|vprintk\w*)|",
-        r"_*warn\w*|warn_slowpath\w*|report_bug|handle_bug|exc_invalid_op|asm_exc_\w+|exc_\w+|do_error_trap|do_trap|die|oops_\w+|",
-        r"_*panic\w*|kernel_BUG\w*|__bug\w*|check_panic_on_warn|",
-        r"__might_sleep|__might_resched|__might_fault|might_sleep|__schedule_bug|",
-        r"_*schedule\w*|io_schedule\w*|preempt_schedule\w*|__cond_resched|",
-        r"msleep\w*|ssleep|usleep_range\w*|schedule_hrtimeout\w*|",
-        r"wait_for_completion\w*|__wait_for_common|do_wait_for_common|__wait_rcu_gp|synchronize_rcu\w*|",
-        r"_*raw_spin_\w+|_*raw_read_\w+|_*raw_write_\w+|_*spin_lock\w*|_*spin_unlock\w*|queued_\w+|",
-        r"_*mutex_lock\w*|_*mutex_unlock\w*|__mutex_\w+|rt_mutex\w*|down_\w+|up_\w+|__down\w*|rwsem_\w+|percpu_down\w*|percpu_up\w*|",
-        r"_*refcount_\w+|_*list_\w+|__list_\w+|",
-        r"bad_page|free_pages_prepare|free_page_is_bad\w*|free_unref_page\w*|free_unref_folios|__free_pages\w*|free_pages\w*|",
-        r"__folio_put\w*|folio_put\w*|put_page\w*|__put_page|release_pages|folios_put\w*|",
-        r"_*kfree\w*|kmem_cache_free\w*|_*kmalloc\w*|kmem_cache_alloc\w*|__alloc_pages\w*|alloc_pages\w*|get_page_from_freelist|folio_alloc\w*|",
-        r"_*dump_page|__dump_folio|bad_range|",
-        r"memcpy\w*|memset\w*|memmove\w*|strcpy|strncpy|strlen|strscpy\w*|_copy_to_user|_copy_from_user|copy_\w+_user\w*|",
-        r"notifier_call_chain|_*blocking_notifier_call_chain\w*|raw_notifier_call_chain\w*|srcu_notifier_call_chain\w*|",
-        r"kthread|ret_from_fork\w*|worker_thread|process_one_work|process_scheduled_works|smpboot_thread_fn|",
-        r"__switch_to\w*|_switch|context_switch|finish_task_switch\w*|",
-        r"entry_SYSCALL\w*|do_syscall_64|x64_sys_call|syscall_exit\w*|",
-        r"asm_sysvec\w*|sysvec_\w+|__sysvec_\w+|_*flush_smp_call_function\w*|smp_call_function\w*|on_each_cpu\w*|generic_smp_call_function\w*|",
-        r"irq_exit\w*|__irq_exit\w*|handle_softirqs|__do_softirq|do_softirq\w*|",
-        r"rcu_\w+|lock_acquire|lock_release|__lock_\w+|",
-        r"asm_common_interrupt|common_interrupt|",
-        r"system_call\w*|system_call_exception|interrupt_return\w*|",
-        r"kfence_\w+|__kasan\w*|kasan_\w+|",
-        r"fortify_panic|__stack_chk_fail",
-        r")$"
-    ))
-    .unwrap()
-});
-
-/// True for frames a title should not be named after.
-pub fn is_generic(func: &str) -> bool {
-    GENERIC.is_match(func)
-}
-
-/// The first frame of `frames` worth naming a bug after (reliable, not generic).
-pub fn first_interesting(frames: &[Frame]) -> Option<&Frame> {
-    frames
-        .iter()
-        .find(|f| !f.questionable && !is_generic(&f.func))
+    let (func, off, module, _) = parse_sym(r)?;
+    Some(frame(func, off, module, false, t))
 }
 
 #[cfg(test)]
@@ -246,33 +329,39 @@ mod tests {
     }
 
     #[test]
-    fn generic_frames() {
-        for g in [
-            "dump_stack_lvl",
-            "__warn",
-            "bad_page",
-            "free_unref_page",
-            "_raw_spin_lock_irqsave",
-            "refcount_warn_saturate",
-            "__list_add_valid_or_report",
-            "schedule_timeout",
-            "msleep",
-            "blocking_notifier_call_chain",
-            "do_syscall_64",
-            "panic",
+    fn old_symbolized_and_arm_frames() {
+        let f = parse_frame(" [<ffffffff8153c1bc>] ? kasan_object_err+0x1c/0x70").unwrap();
+        assert_eq!(
+            (f.func.as_str(), f.questionable),
+            ("kasan_object_err", true)
+        );
+        let f = parse_frame(
+            " <IRQ> [  420.408595]  [<ffffffff814249f9>] sched_show_task.cold.127+0x1c9/0x279",
+        )
+        .unwrap();
+        assert_eq!(f.func, "sched_show_task");
+        let f = parse_frame(" dump_stack+0x172/0x1f0 lib/dump_stack.c:113").unwrap();
+        assert_eq!(f.func, "dump_stack");
+        assert!(parse_frame(" __dump_stack lib/dump_stack.c:77 [inline]").is_none());
+        let f = parse_frame(
+            "[<802e12b8>] (trace_hardirqs_off) from [<80100a74>] (__dabt_svc+0x54/0xa0)",
+        )
+        .unwrap();
+        assert_eq!(f.func, "__dabt_svc");
+        let f = parse_frame("\tSyS_fcntl+0x5be/0xc70").unwrap();
+        assert_eq!(f.func, "SyS_fcntl");
+        for (line, func) in [
+            (
+                "RIP: 0010:[<ffffffff83408ca0>]  [<ffffffff83408ca0>] drm_legacy_newctx+0x190/0x290",
+                "drm_legacy_newctx",
+            ),
+            ("IP: [<ffffffff82d4e304>] __memset+0x24/0x30", "__memset"),
+            ("RIP: __check_object_size+0x3a2/0x4f0 RSP: ffff8801c15d7148", "__check_object_size"),
+            ("pc : __raw_readb+0x18/0x2c", "__raw_readb"),
+            ("PC is at write_comp_data+0x4c/0xd8", "write_comp_data"),
+            ("--- interrupt: 700 at assert_slb_presence+0x2c/0x70", "assert_slb_presence"),
         ] {
-            assert!(is_generic(g), "{g}");
-        }
-        for g in [
-            "offline_pages",
-            "virtio_mem_fake_offline_going_offline",
-            "bugzoo_bad_page",
-            "online_pages",
-            "trigger_set",
-            "memory_subsys_offline",
-            "alloc_contig_range",
-        ] {
-            assert!(!is_generic(g), "{g}");
+            assert_eq!(parse_ip(line).map(|f| f.func), Some(func.to_string()), "{line}");
         }
     }
 }
