@@ -141,6 +141,7 @@ impl Target for FakeTarget {
         memory.sort_by_key(|b| b.id);
         let run = RunResult {
             program_id: String::new(),
+            console_mark: 0,
             ops,
             console: Vec::new(),
             started: SystemTime::now(),

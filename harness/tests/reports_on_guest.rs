@@ -65,8 +65,8 @@ fn bug_zoo_reports_end_to_end() {
 
     // The planted WARN: right title, symbolized to the WARN's source line.
     let p = Program::parse(REONLINE, &d).unwrap();
-    let r = runner.run(&d, &p, &opts).unwrap();
-    let reports = hotfuzz::judge::reports(&vm, runner.agent(), &p, &r, Duration::from_secs(10));
+    let mut r = runner.run(&d, &p, &opts).unwrap();
+    let reports = hotfuzz::judge::reports(&vm, runner.agent(), &p, &mut r, Duration::from_secs(10));
     let titles: Vec<&str> = reports.iter().map(|r| r.title.as_str()).collect();
     assert_eq!(titles, ["WARNING in bugzoo_warn_reonline"], "{reports:#?}");
     assert!(reports[0].corrupted.is_none());
@@ -118,8 +118,9 @@ fn bug_zoo_reports_end_to_end() {
         .contains("executing op 6"));
     let again = "r0 = memblock_find(which=\"movable\", nth=0x0)\nmemblock_state(block=r0, state=\"offline\")\nmemblock_state(block=r0, state=\"online_movable\")\n";
     let p2 = Program::parse(again, &d).unwrap();
-    let r2 = runner.run(&d, &p2, &opts).unwrap();
-    let reports2 = hotfuzz::judge::reports(&vm, runner.agent(), &p2, &r2, Duration::from_secs(10));
+    let mut r2 = runner.run(&d, &p2, &opts).unwrap();
+    let reports2 =
+        hotfuzz::judge::reports(&vm, runner.agent(), &p2, &mut r2, Duration::from_secs(10));
     assert_eq!(reports2.len(), 1, "{reports2:#?}");
     let filed2 = hotfuzz::store::file_run(&store, &reports2, &r2, &vm, &run_log, prov).unwrap();
     assert!(!filed2[0].new);
@@ -132,8 +133,9 @@ fn bug_zoo_reports_end_to_end() {
         .unwrap();
     let mark = vm.console().mark();
     let p3 = Program::parse(STUCK, &d).unwrap();
-    let r3 = runner.run(&d, &p3, &opts).unwrap();
-    let reports3 = hotfuzz::judge::reports(&vm, runner.agent(), &p3, &r3, Duration::from_secs(1));
+    let mut r3 = runner.run(&d, &p3, &opts).unwrap();
+    let reports3 =
+        hotfuzz::judge::reports(&vm, runner.agent(), &p3, &mut r3, Duration::from_secs(1));
     assert!(
         reports3
             .iter()
@@ -173,17 +175,18 @@ fn bug_zoo_reports_end_to_end() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         })
     };
-    let r4 = runner.run(&d, &p4, &opts).unwrap();
+    let mut r4 = runner.run(&d, &p4, &opts).unwrap();
     killer.join().unwrap();
     assert!(r4.lost.is_some());
-    let reports4 = hotfuzz::judge::reports(&vm, runner.agent(), &p4, &r4, Duration::from_secs(1));
+    let reports4 =
+        hotfuzz::judge::reports(&vm, runner.agent(), &p4, &mut r4, Duration::from_secs(1));
     assert_eq!(
         reports4.iter().map(|r| r.kind).collect::<Vec<_>>(),
         [ReportType::QemuExited],
         "{reports4:#?}"
     );
     // Judged, a QEMU that dies without a kernel report says nothing about the kernel.
-    let verdict = hotfuzz::judge::judge(&vm, runner.agent(), &p4, &r4, Duration::from_secs(1));
+    let verdict = hotfuzz::judge::judge(&vm, runner.agent(), &p4, &mut r4, Duration::from_secs(1));
     assert!(verdict.reports.is_empty(), "{:#?}", verdict.reports);
     assert!(verdict.infra.unwrap().contains("QEMU exited"));
 }

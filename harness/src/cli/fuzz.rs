@@ -42,7 +42,10 @@ pub struct FuzzArgs {
     /// bit-reproducible.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Programs per guest boot.
+    /// How a guest gets back to a clean state: snapshot, per-program or reboot
+    #[arg(long, value_parser = parse_reset)]
+    pub reset: Option<hotfuzz::fuzz::config::ResetMode>,
+    /// Programs per guest reset (per boot with --reset reboot)
     #[arg(long)]
     pub restart_every: Option<u64>,
     #[command(flatten)]
@@ -86,6 +89,9 @@ pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
     }
     if a.seed.is_some() {
         c.seed = a.seed;
+    }
+    if let Some(r) = a.reset {
+        c.reset = r;
     }
     if let Some(r) = a.restart_every {
         c.restart_every = r;
@@ -135,6 +141,7 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
         c.reports.display()
     );
     let s = hotfuzz::fuzz::run(&c)?;
+    let vms = c.vms as u64;
     let secs = s.elapsed.as_secs_f64().max(0.001);
     println!("hotfuzz fuzz: {}", s.stopped);
     println!(
@@ -146,10 +153,19 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
         s.states,
         s.coverage
     );
+    let k = &s.counters;
     println!(
-        "  guests: {} boots ({} failed), {} runs lost to infrastructure, {} reports suppressed",
-        s.counters.boots, s.counters.boot_failures, s.counters.infra_errors, s.counters.suppressed
+        "  guests: {} boots ({} failed), {} snapshot restores ({} failed), {} runs lost to infrastructure, {} reports suppressed, {} runs out of memory",
+        k.boots, k.boot_failures, k.resets, k.reset_failures, k.infra_errors, k.suppressed, k.oom
     );
+    let wall_ms = (s.elapsed.as_millis() as u64) * vms;
+    println!("  time: {}", k.time.describe(wall_ms));
+    if k.resets > 0 {
+        println!(
+            "  reset: {:.2} s on average",
+            k.time.reset_ms as f64 / 1000.0 / k.resets as f64
+        );
+    }
     if s.reports.is_empty() {
         println!("  no reports");
     } else {
@@ -167,4 +183,8 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
         .display()
     );
     Ok(0)
+}
+
+fn parse_reset(s: &str) -> Result<hotfuzz::fuzz::config::ResetMode, String> {
+    serde_yaml::from_str(s).map_err(|_| format!("{s:?}: expected snapshot, per-program or reboot"))
 }

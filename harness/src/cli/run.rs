@@ -82,12 +82,12 @@ pub fn run(a: RunArgs) -> Result<i32> {
             settle: Duration::from_millis(1000),
         };
         for rep in 0..a.repeat.max(1) {
-            let r = runner.run(&d, &prog, &opts)?;
+            let mut r = runner.run(&d, &prog, &opts)?;
             let verdict = hotfuzz::judge::judge(
                 &vm,
                 runner.agent(),
                 &prog,
-                &r,
+                &mut r,
                 Duration::from_secs(a.settle),
             );
             if let Some(why) = &verdict.infra {

@@ -108,8 +108,14 @@ pub struct FuzzConfig {
     pub race_rate: f64,
     /// Longest program mutations may make.
     pub max_len: usize,
-    /// Programs a guest runs before it is rebooted (it is rebooted after any report anyway).
+    /// How a guest gets back to a clean state: `snapshot` (restore the snapshot taken right
+    /// after boot, after a report, a lost run or `restart_every` programs), `per-program`
+    /// (restore it before every program) or `reboot` (boot again instead of restoring).
+    pub reset: ResetMode,
+    /// Programs a guest runs before it is reset (it is reset after any report anyway).
     pub restart_every: u64,
+    /// Programs a guest runs before it is rebooted with the next profile (snapshot modes).
+    pub profile_every: u64,
     /// How long virtio-mem devices get to reach their requested size after a program.
     pub settle: String,
     /// Bug zoo bugs to arm (testing hotfuzz itself): `warn_reonline,stuck_offline`.
@@ -129,6 +135,20 @@ pub struct FuzzConfig {
     pub op_weights: std::collections::BTreeMap<String, u32>,
     /// Stop as soon as a report with one of these titles is filed (`hotfuzz repro --splat`).
     pub stop_on_titles: Vec<String>,
+}
+
+/// How a guest gets back to a clean state between programs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResetMode {
+    /// Boot the guest again.
+    Reboot,
+    /// Restore the snapshot taken after boot when the guest's state is in doubt.
+    #[default]
+    Snapshot,
+    /// Restore the snapshot before every program: every program runs on the same state and
+    /// a report's history is one program.
+    PerProgram,
 }
 
 /// Titles that are never the kernel's fault here: under multi-threaded TCG a vCPU can run a
@@ -151,7 +171,9 @@ impl Default for FuzzConfig {
             program_len: 12,
             race_rate: crate::program::gen::RACE_RATE,
             max_len: 40,
+            reset: ResetMode::Snapshot,
             restart_every: 100,
+            profile_every: 500,
             settle: "10s".into(),
             bugzoo: None,
             suppressions: TCG_SUPPRESSIONS.iter().map(|s| s.to_string()).collect(),
@@ -250,6 +272,9 @@ impl FuzzConfig {
         }
         if !(0.0..=1.0).contains(&self.race_rate) {
             bail!("race_rate must be between 0 and 1, not {}", self.race_rate);
+        }
+        if self.profile_every == 0 {
+            bail!("profile_every must be at least 1");
         }
         if self.restart_every == 0 {
             bail!("restart_every must be at least 1");

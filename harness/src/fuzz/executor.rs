@@ -196,6 +196,22 @@ where
             (keys::INFRA, counters.infra_errors, AggregatorOps::Sum),
             (keys::REPORTS, self.seen.reports, AggregatorOps::Sum),
             (keys::SUPPRESSED, counters.suppressed, AggregatorOps::Sum),
+            (keys::RESETS, counters.resets, AggregatorOps::Sum),
+            (keys::OOM, counters.oom, AggregatorOps::Sum),
+            (keys::T_BOOT, counters.time.boot_ms, AggregatorOps::Sum),
+            (keys::T_RESET, counters.time.reset_ms, AggregatorOps::Sum),
+            (
+                keys::T_PROGRAM,
+                counters.time.program_ms,
+                AggregatorOps::Sum,
+            ),
+            (
+                keys::T_DEADLINE,
+                counters.time.deadline_ms,
+                AggregatorOps::Sum,
+            ),
+            (keys::T_SETTLE, counters.time.settle_ms, AggregatorOps::Sum),
+            (keys::T_HANG, counters.time.hang_ms, AggregatorOps::Sum),
         ]
         .into_iter()
         .map(|(k, v, op)| (std::borrow::Cow::Borrowed(k), number(v, op)))

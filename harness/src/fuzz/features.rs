@@ -232,6 +232,7 @@ mod tests {
     ) -> RunResult {
         RunResult {
             program_id: "x".into(),
+            console_mark: 0,
             ops: outcomes
                 .iter()
                 .enumerate()

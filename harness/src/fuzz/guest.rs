@@ -1,13 +1,18 @@
-//! The real [`Target`]: a guest booted with a profile, reused across programs, rebooted after
-//! a report, a hang, a lost guest or every `restart_every` programs, with the next profile.
-//! Reports are filed into the store as they happen (a killed fuzzer loses none).
+//! The real [`Target`]: a guest booted with a profile and reused across programs. Once booted
+//! and probed it is saved as a snapshot; after a report, a hang, a lost guest or every
+//! `restart_every` programs (`reset: snapshot`), or before every program
+//! (`reset: per-program`), it is restored from that snapshot instead of booted again. A QEMU
+//! that died is started again from the snapshot; a guest whose devices changed (hot-added
+//! virtio-mem or DIMMs cannot be restored) or whose restore failed is booted again. Every
+//! `profile_every` programs, and in `reset: reboot` mode at every reset, the next profile
+//! boots. Reports are filed into the store as they happen (a killed fuzzer loses none).
 //!
 //! A guest that misbehaves in the harness is not a kernel bug: QEMU dying without a kernel
 //! report (killed from outside), a runner that cannot start the executor, a boot that fails.
 //! The program is retried on a fresh guest; a second failure gives up on the program, and
 //! guests that keep failing to boot stop the campaign with the boot error.
 
-use super::config::{FuzzConfig, Profile};
+use super::config::{FuzzConfig, Profile, ResetMode};
 use super::features;
 use super::target::{Execution, Found, Target, TargetCounters};
 use crate::program::desc::Descriptions;
@@ -15,9 +20,11 @@ use crate::program::prog::Program;
 use crate::program::state::GuestState;
 use crate::report::Report;
 use crate::run::guest::GuestConfig;
-use crate::run::runner::{RunOptions, Runner};
+use crate::run::runner::{RunOptions, RunResult, Runner};
 use crate::store::{KernelInfo, Store};
 use anyhow::{Context, Result};
+use hotfuzz_executor::host::ops::HostOps;
+use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::Vm;
 use regex::Regex;
 use std::path::PathBuf;
@@ -40,8 +47,14 @@ pub struct GuestSetup {
     pub log_dir: PathBuf,
     /// Which guest this is (0-based): names the VM and offsets the profile rotation.
     pub slot: usize,
-    /// Programs per boot.
+    /// How the guest gets back to a clean state.
+    pub reset: ResetMode,
+    /// Programs per reset (per boot in reboot mode).
     pub restart_every: u64,
+    /// Programs per boot in the snapshot modes (then the next profile boots).
+    pub profile_every: u64,
+    /// Where the VM directories (and their snapshots) go: the campaign's work directory.
+    pub vm_dir: PathBuf,
     /// How long devices get to settle after a program.
     pub settle: Duration,
     /// Suppressed titles.
@@ -57,7 +70,10 @@ impl GuestSetup {
             reports: c.reports.clone(),
             log_dir: c.workdir.join("logs").join(format!("vm{slot}")),
             slot,
+            reset: c.reset,
             restart_every: c.restart_every,
+            profile_every: c.profile_every,
+            vm_dir: c.workdir.join("vms"),
             settle: c.settle().unwrap_or(Duration::from_secs(10)),
             suppressions: c.suppressions.clone(),
         }
@@ -69,16 +85,30 @@ impl GuestSetup {
     }
 }
 
+/// The snapshot every reset goes back to.
+const READY: &str = "ready";
+
+/// How long the console gets after a program for the kernel's late messages (a WARN from a
+/// worker the program kicked off).
+const CONSOLE_GRACE: Duration = Duration::from_millis(20);
+
 struct Running {
     // Declared first: dropped before the guest it has a session with.
     runner: Runner<Arc<Vm>>,
     vm: Arc<Vm>,
     record: crate::store::GuestRecord,
+    /// Programs since the last reset.
     programs: u64,
+    /// Programs since the boot.
+    programs_since_boot: u64,
     run_log: PathBuf,
+    /// The host-side device state when the snapshot was taken (`None`: no snapshot).
+    ready: Option<HostOps>,
+    /// Set when the guest must be reset before the next program.
+    dirty: bool,
 }
 
-/// A guest that runs programs, files their reports and restarts itself when it must.
+/// A guest that runs programs, files their reports and resets itself when it must.
 pub struct GuestTarget {
     setup: GuestSetup,
     d: Arc<Descriptions>,
@@ -89,6 +119,7 @@ pub struct GuestTarget {
     kinfo: Option<KernelInfo>,
     counters: TargetCounters,
     failed_boots_in_a_row: u32,
+    logs: u64,
 }
 
 impl GuestTarget {
@@ -113,6 +144,7 @@ impl GuestTarget {
             kinfo: None,
             counters: TargetCounters::default(),
             failed_boots_in_a_row: 0,
+            logs: 0,
         })
     }
 
@@ -126,24 +158,55 @@ impl GuestTarget {
         &self.setup.profiles[(self.setup.slot + self.counters.boots as usize) % n]
     }
 
+    /// A new run log (one per boot and per reset: a report's history starts at either).
+    fn next_run_log(&mut self) -> PathBuf {
+        self.logs += 1;
+        let p = self.setup.log_dir.join(format!("run-{:06}.log", self.logs));
+        self.prune_logs();
+        p
+    }
+
     fn boot(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let r = self.boot_guest();
+        self.counters.time.boot_ms += t.elapsed().as_millis() as u64;
+        r
+    }
+
+    fn boot_guest(&mut self) -> Result<()> {
         let profile = self.next_profile().clone();
-        let p = self.setup.config_for(&profile)?.prepare()?;
+        let mut p = self.setup.config_for(&profile)?.prepare()?;
+        let snapshots = self.setup.reset != ResetMode::Reboot;
+        p.options.snapshots = snapshots;
+        p.options.dir_parent = Some(self.setup.vm_dir.clone());
         self.counters.boots += 1;
         self.counters.profile = profile.name.clone();
         let t = Instant::now();
         let vm = Arc::new(p.boot(&format!("hotfuzz-fuzz{}", self.setup.slot))?);
         let booted = t.elapsed();
-        // One run log per boot (the store copies it into reports); the last few are kept.
-        let run_log = self
-            .setup
-            .log_dir
-            .join(format!("run-{:06}.log", self.counters.boots));
-        self.prune_logs();
+        let run_log = self.next_run_log();
         let runner = Runner::new(vm.clone(), &run_log)?;
         self.state = crate::run::probe::guest_state(&vm, runner.agent())?;
+        let ready = if snapshots {
+            match vm.save_snapshot(READY) {
+                Ok(took) => {
+                    tracing::debug!("guest {}: snapshot saved in {took:.2?}", self.setup.slot);
+                    Some(runner.host.clone())
+                }
+                Err(e) => {
+                    // Programs still run; every reset is a reboot.
+                    tracing::warn!(
+                        "guest {}: no snapshot ({e}); resetting by rebooting",
+                        self.setup.slot
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         tracing::info!(
-            "guest {} restarted with profile {}: ssh-ready in {:.2?}, ready for programs in {:.2?}",
+            "guest {} booted with profile {}: guest ready in {:.2?}, ready for programs in {:.2?}",
             self.setup.slot,
             profile.name,
             booted,
@@ -163,7 +226,10 @@ impl GuestTarget {
             vm,
             record,
             programs: 0,
+            programs_since_boot: 0,
             run_log,
+            ready,
+            dirty: false,
         });
         Ok(())
     }
@@ -198,18 +264,105 @@ impl GuestTarget {
         }
     }
 
-    fn ensure_booted(&mut self) -> Result<()> {
-        if let Some(r) = self.running.as_ref().filter(|r| !r.vm.is_alive()) {
-            // Killed or crashed while no program ran: nothing to blame on a program.
-            self.counters.infra_errors += 1;
-            tracing::warn!(
-                "guest {}: QEMU died between programs ({})",
-                self.setup.slot,
-                r.vm.exit_status()
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            );
-            self.restart();
+    /// Restores the running guest from its snapshot; false when it has to be booted again
+    /// (no snapshot, devices hot-added or removed since, or the restore failed).
+    fn restore(&mut self) -> bool {
+        let t = Instant::now();
+        let ok = self.try_restore();
+        let took = t.elapsed();
+        self.counters.time.reset_ms += took.as_millis() as u64;
+        match &ok {
+            Ok(true) => {
+                self.counters.resets += 1;
+                tracing::debug!("guest {}: restored in {took:.2?}", self.setup.slot);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.counters.reset_failures += 1;
+                tracing::warn!(
+                    "guest {}: restoring the snapshot failed ({e:#}); booting again",
+                    self.setup.slot
+                );
+            }
+        }
+        matches!(ok, Ok(true))
+    }
+
+    fn try_restore(&mut self) -> Result<bool> {
+        let run_log = self.next_run_log();
+        let Some(mut r) = self.running.take() else {
+            return Ok(false);
+        };
+        let Some(ready) = r.ready.clone() else {
+            self.running = Some(r);
+            return Ok(false);
+        };
+        if r.vm.exit_status().is_none() && r.runner.host == ready {
+            r.vm.load_snapshot(READY)?;
+            r.runner.restored(ready)?;
+            r.runner.set_log(&run_log)?;
+        } else {
+            // QEMU died, or devices were hot-added or removed since the snapshot (QEMU's
+            // devices must match the snapshot's): start QEMU again from its original command
+            // line and the snapshot, with a new agent connection.
+            let Running {
+                runner,
+                vm,
+                record,
+                programs_since_boot,
+                ..
+            } = r;
+            drop(runner);
+            let mut vm = vm;
+            let Some(v) = Arc::get_mut(&mut vm) else {
+                anyhow::bail!("the guest is still shared");
+            };
+            v.relaunch(READY)?;
+            let mut runner = Runner::new(vm.clone(), &run_log)?;
+            runner.host = ready.clone();
+            r = Running {
+                runner,
+                vm,
+                record,
+                programs: 0,
+                programs_since_boot,
+                run_log: run_log.clone(),
+                ready: Some(ready),
+                dirty: false,
+            };
+        }
+        r.programs = 0;
+        r.dirty = false;
+        r.run_log = run_log;
+        self.running = Some(r);
+        Ok(true)
+    }
+
+    /// Brings the guest to a clean state for the next program: restored, booted again when
+    /// that fails or the profile's turn is over, or booted for the first time.
+    fn ensure_ready(&mut self) -> Result<()> {
+        if let Some(r) = self.running.as_ref() {
+            let reboot_mode = self.setup.reset == ResetMode::Reboot;
+            let profile_done =
+                r.programs_since_boot >= self.setup.profile_every && self.setup.profiles.len() > 1;
+            let due = r.dirty
+                || r.programs >= self.setup.restart_every
+                || (self.setup.reset == ResetMode::PerProgram && r.programs > 0);
+            if r.vm.exit_status().is_some() && !r.dirty {
+                // Killed or crashed while no program ran: nothing to blame on a program.
+                self.counters.infra_errors += 1;
+                tracing::warn!(
+                    "guest {}: QEMU died between programs ({})",
+                    self.setup.slot,
+                    r.vm.exit_status()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                );
+            }
+            let dead = !r.vm.is_alive();
+            if profile_done || ((due || dead) && (reboot_mode || !self.restore())) {
+                self.restart();
+            }
         }
         while self.running.is_none() {
             match self.boot() {
@@ -232,45 +385,62 @@ impl GuestTarget {
         Ok(())
     }
 
+    /// The guest must be reset before the next program.
+    fn dirty(&mut self) {
+        if let Some(r) = self.running.as_mut() {
+            r.dirty = true;
+        }
+    }
+
     fn suppressed(&self, title: &str) -> bool {
         self.suppress.iter().any(|r| r.is_match(title))
     }
 
     /// One attempt; `Err(reason)` when the attempt says nothing about the kernel.
     fn attempt(&mut self, prog: &Program) -> Result<std::result::Result<Execution, String>> {
-        self.ensure_booted()?;
+        self.ensure_ready()?;
         let t0 = Instant::now();
         let run = {
             let r = self.running.as_mut().expect("booted");
             r.programs += 1;
+            r.programs_since_boot += 1;
             r.runner.run(
                 &self.d,
                 prog,
                 &RunOptions {
                     kcov: true,
                     timeout: None,
-                    settle: Duration::from_millis(300),
+                    settle: CONSOLE_GRACE,
                 },
             )
         };
-        let run = match run {
+        let mut run = match run {
             Ok(run) => run,
             Err(e) => {
-                self.restart();
+                self.dirty();
                 return Ok(Err(format!("the runner failed: {e:#}")));
             }
         };
+        self.counters.time.program_ms += run.duration.as_millis() as u64;
+        self.counters.time.deadline_ms += deadline_time(&run).as_millis() as u64;
         if hotfuzz_vm::process::stop_requested() {
             return Ok(Err("stopping".into()));
         }
         let vm = self.running.as_ref().expect("booted").vm.clone();
+        let judged = Instant::now();
         let verdict = {
             let r = self.running.as_ref().expect("booted");
-            crate::judge::judge(&vm, r.runner.agent(), prog, &run, self.setup.settle)
+            crate::judge::judge(&vm, r.runner.agent(), prog, &mut run, self.setup.settle)
         };
+        self.counters.time.hang_ms += verdict.hang_wait.as_millis() as u64;
+        self.counters.time.settle_ms +=
+            (judged.elapsed().saturating_sub(verdict.hang_wait) + CONSOLE_GRACE).as_millis() as u64;
         if let Some(why) = verdict.infra {
-            self.restart();
+            self.dirty();
             return Ok(Err(why));
+        }
+        if verdict.oom.is_some() {
+            self.counters.oom += 1;
         }
         let injections = verdict.injections;
         let reports = verdict.reports;
@@ -278,6 +448,7 @@ impl GuestTarget {
             features: features::features(prog, &run),
             cover: run.cover.values().flatten().copied().collect(),
             duration: t0.elapsed(),
+            oom: verdict.oom.is_some(),
             ..Execution::default()
         };
         let (suppressed, mut filed): (Vec<Report>, Vec<Report>) =
@@ -312,8 +483,7 @@ impl GuestTarget {
                 });
             }
         }
-        let r = self.running.as_ref().expect("booted");
-        if !vm.is_alive() && run.lost.is_none() && !crate::judge::kernel_says(&filed) {
+        if vm.exit_status().is_some() && run.lost.is_none() && !crate::judge::kernel_says(&filed) {
             // The program finished; QEMU died afterwards (while its reports were gathered).
             self.counters.infra_errors += 1;
             tracing::warn!(
@@ -321,17 +491,36 @@ impl GuestTarget {
                 self.setup.slot
             );
         }
-        let restart = !ex.reports.is_empty()
+        if !ex.reports.is_empty()
             || !ex.suppressed.is_empty()
+            || ex.oom
             || run.lost.is_some()
             || !run.abandoned.is_empty()
             || !vm.is_alive()
-            || r.programs >= self.setup.restart_every;
-        if restart {
-            self.restart();
+        {
+            self.dirty();
         }
         Ok(Ok(ex))
     }
+}
+
+/// Program time spent running into deadlines on purpose: operations that timed out (a wait
+/// for a size the device never reaches, an offline that gave up) or got stuck. Repeated and
+/// looping operations are left out: their time is the kernel's work.
+fn deadline_time(run: &RunResult) -> Duration {
+    let t: Duration = run
+        .ops
+        .iter()
+        .filter(|o| o.runs <= 1)
+        .filter(|o| {
+            matches!(
+                o.outcome,
+                Some(Outcome::Timeout { .. }) | Some(Outcome::Stuck)
+            ) || matches!(o.outcome, Some(Outcome::Errno { errno: 110, .. }))
+        })
+        .map(|o| o.duration)
+        .sum();
+    t.min(run.duration)
 }
 
 impl Target for GuestTarget {

@@ -422,8 +422,7 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
                 let j = serde_json::json!({
                     "client": client, "execs": o.execs, "corpus": o.corpus,
                     "states": o.states, "coverage": o.coverage, "stopped": o.stopped,
-                    "boots": o.counters.boots, "boot_failures": o.counters.boot_failures,
-                    "infra_errors": o.counters.infra_errors, "suppressed": o.counters.suppressed,
+                    "counters": o.counters,
                 });
                 let _ = hotfuzz_vm::cache::atomic_write(
                     &outcomes.join(format!("{client}.json")),
@@ -477,10 +476,9 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
             s.corpus = s.corpus.max(n("corpus") as usize);
             s.states += n("states") as usize;
             s.coverage += n("coverage") as usize;
-            s.counters.boots += n("boots");
-            s.counters.boot_failures += n("boot_failures");
-            s.counters.infra_errors += n("infra_errors");
-            s.counters.suppressed += n("suppressed");
+            if let Ok(c) = serde_json::from_value::<target::TargetCounters>(j["counters"].clone()) {
+                s.counters.add(&c);
+            }
             if let Some(why) = j["stopped"].as_str() {
                 s.stopped = why.to_string();
             }

@@ -32,6 +32,22 @@ pub mod keys {
     pub const REPORTS: &str = "reports";
     /// Suppressed reports.
     pub const SUPPRESSED: &str = "suppressed";
+    /// Snapshot restores.
+    pub const RESETS: &str = "resets";
+    /// Runs that ran the kernel out of memory.
+    pub const OOM: &str = "oom";
+    /// Milliseconds booting.
+    pub const T_BOOT: &str = "ms_boot";
+    /// Milliseconds restoring snapshots.
+    pub const T_RESET: &str = "ms_reset";
+    /// Milliseconds running programs.
+    pub const T_PROGRAM: &str = "ms_program";
+    /// Milliseconds of program time spent at deadlines.
+    pub const T_DEADLINE: &str = "ms_deadline";
+    /// Milliseconds settling after programs.
+    pub const T_SETTLE: &str = "ms_settle";
+    /// Milliseconds waiting for the hung task detector.
+    pub const T_HANG: &str = "ms_hang";
 }
 
 /// A user stat as the executors send it.
@@ -66,6 +82,12 @@ pub struct Snapshot {
     pub infra_errors: u64,
     /// Suppressed reports.
     pub suppressed: u64,
+    /// Snapshot restores.
+    pub resets: u64,
+    /// Runs that ran the kernel out of memory (counted, not filed).
+    pub oom: u64,
+    /// Where the guests' time went (milliseconds, all guests).
+    pub spent: super::target::TimeSpent,
     /// Fuzzer processes reporting.
     pub clients: u64,
 }
@@ -178,8 +200,15 @@ pub fn status_line(s: &Snapshot, duration: Option<Duration>) -> String {
         ),
         None => format!("{} elapsed", fmt_duration(elapsed)),
     };
+    let wall_ms = s.elapsed_s * 1000 * s.clients.max(1);
+    let in_guest = s
+        .spent
+        .shares(wall_ms)
+        .first()
+        .map(|(_, v)| *v)
+        .unwrap_or(0.0);
     format!(
-        "{time} | {} execs ({:.2}/s) | corpus {} | states {} | cover {} | reports {} unique ({} total) | restarts {} (infra {})",
+        "{time} | {} execs ({:.2}/s) | corpus {} | states {} | cover {} | reports {} unique ({} total) | restarts {}, resets {} (infra {}) | oom {} | in guest {in_guest:.0}%",
         s.execs,
         s.execs_per_sec,
         s.corpus,
@@ -188,7 +217,9 @@ pub fn status_line(s: &Snapshot, duration: Option<Duration>) -> String {
         s.unique_reports,
         s.reports,
         s.restarts,
-        s.infra_errors
+        s.resets,
+        s.infra_errors,
+        s.oom,
     )
 }
 
@@ -279,6 +310,16 @@ impl Monitor for StatusMonitor {
         s.infra_errors = aggregated_number(keys::INFRA);
         s.reports = aggregated_number(keys::REPORTS);
         s.suppressed = aggregated_number(keys::SUPPRESSED);
+        s.resets = aggregated_number(keys::RESETS);
+        s.oom = aggregated_number(keys::OOM);
+        s.spent = super::target::TimeSpent {
+            boot_ms: aggregated_number(keys::T_BOOT),
+            reset_ms: aggregated_number(keys::T_RESET),
+            program_ms: aggregated_number(keys::T_PROGRAM),
+            deadline_ms: aggregated_number(keys::T_DEADLINE),
+            settle_ms: aggregated_number(keys::T_SETTLE),
+            hang_ms: aggregated_number(keys::T_HANG),
+        };
         Ok(())
     }
 }
@@ -315,7 +356,21 @@ mod tests {
             "{l}"
         );
         assert!(l.contains("reports 1 unique (3 total)"), "{l}");
-        assert!(l.contains("restarts 4 (infra 1)"), "{l}");
+        assert!(l.contains("restarts 4, resets 0 (infra 1)"), "{l}");
+        let busy = Snapshot {
+            clients: 1,
+            spent: crate::fuzz::target::TimeSpent {
+                program_ms: 100_000,
+                deadline_ms: 25_000,
+                ..Default::default()
+            },
+            ..s.clone()
+        };
+        assert!(
+            status_line(&busy, None).ends_with("in guest 60%"),
+            "{}",
+            status_line(&busy, None)
+        );
         assert!(status_line(&s, None).starts_with("2m05s elapsed |"));
     }
 }

@@ -33,6 +33,8 @@ pub struct Verdict {
     /// Fault injection armed in the guest when the reports were made (notifier errors,
     /// fail_page_alloc, poisoned pages).
     pub injections: Vec<String>,
+    /// How long judging waited for the hung task detector to name a stuck operation.
+    pub hang_wait: Duration,
 }
 
 /// The kernel reports in a run's console output.
@@ -52,11 +54,14 @@ pub fn reports(
     vm: &Vm,
     agent: &Agent,
     prog: &Program,
-    r: &RunResult,
+    r: &mut RunResult,
     settle: Duration,
 ) -> Vec<Report> {
-    let console = console_reports(r);
     let check = GuestCheck::probe(vm, agent, settle);
+    // What the kernel printed while the devices settled belongs to the run (a WARN from a
+    // worker the program started): the probe is the console's grace period.
+    r.console = vm.console().lines_since(r.console_mark);
+    let console = console_reports(r);
     let mut all = console.clone();
     all.extend(oracle::check(prog, r, &check, &console));
     all
@@ -86,18 +91,24 @@ pub fn kernel_says(reports: &[Report]) -> bool {
 /// - a kernel report replaces the harness's stuck/lost/silent reports it explains;
 /// - QEMU exiting with no kernel report is an infrastructure failure, whatever else the
 ///   harness saw: the rest (a lost connection, operations without results) follows from it.
-pub fn judge(vm: &Vm, agent: &Agent, prog: &Program, run: &RunResult, settle: Duration) -> Verdict {
+pub fn judge(
+    vm: &Vm,
+    agent: &Agent,
+    prog: &Program,
+    run: &mut RunResult,
+    settle: Duration,
+) -> Verdict {
     let mut reports = reports(vm, agent, prog, run, settle);
+    let mut hang_wait = Duration::ZERO;
     if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
-        let mark = run.console.first().map(|l| l.index).unwrap_or(0);
+        let t = Instant::now();
         let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
         let _ = vm
             .console()
-            .wait_for_text(mark, deadline, "blocked for more than");
+            .wait_for_text(run.console_mark, deadline, "blocked for more than");
         std::thread::sleep(Duration::from_secs(1));
-        let mut later = run.clone();
-        later.console = vm.console().lines_since(mark);
-        reports = self::reports(vm, agent, prog, &later, Duration::ZERO);
+        reports = self::reports(vm, agent, prog, run, Duration::ZERO);
+        hang_wait = t.elapsed();
     }
     let oom = oom_in(&run.console);
     let mut v = decide(
@@ -111,6 +122,7 @@ pub fn judge(vm: &Vm, agent: &Agent, prog: &Program, run: &RunResult, settle: Du
     v.injections.extend(injected_by(prog, run));
     v.injections.sort();
     v.injections.dedup();
+    v.hang_wait = hang_wait;
     v
 }
 
@@ -205,12 +217,16 @@ pub fn decide(mut reports: Vec<Report>, qemu_exit: String, oom: Option<String>) 
         };
     }
     if kernel_says(&reports) {
-        reports.retain(|r| {
-            !matches!(
-                r.kind,
-                ReportType::StuckOp | ReportType::LostConnection | ReportType::NoOutput
-            )
-        });
+        // One run, one finding, as syzkaller files it: the kernel's first clean report (the
+        // first one when all are corrupted). What follows it in the log (the page it freed
+        // going bad, the dump it printed, the guest dying) is its aftermath; it stays in the
+        // report's console log.
+        let primary = reports
+            .iter()
+            .position(|r| !is_oracle(r.kind) && r.corrupted.is_none())
+            .or_else(|| reports.iter().position(|r| !is_oracle(r.kind)))
+            .expect("a kernel report");
+        reports = vec![reports.swap_remove(primary)];
     }
     Verdict {
         reports,
@@ -272,10 +288,55 @@ mod tests {
         );
         assert!(v.infra.is_none());
         let titles: Vec<&str> = v.reports.iter().map(|r| r.title.as_str()).collect();
-        assert_eq!(titles, ["WARNING in f", "qemu exited unexpectedly"]);
+        assert_eq!(titles, ["WARNING in f"]);
         // A stuck operation alone stays.
         let v = decide(vec![rep(ReportType::StuckOp, "hang")], String::new(), None);
         assert_eq!(v.reports.len(), 1);
+    }
+
+    #[test]
+    fn a_run_files_its_first_clean_kernel_report() {
+        let unsettled = || {
+            rep(
+                ReportType::VirtioMemNotSettled,
+                "virtio-mem: plugged size stays below the requested size",
+            )
+        };
+        // The race's aftermath: a corrupted Bad page state interleaved before the WARN, the
+        // page dump after it.
+        let mut bad = rep(ReportType::BadPage, "BUG: Bad page state in corrupted");
+        bad.corrupted = Some("interleaved".into());
+        let v = decide(
+            vec![
+                bad.clone(),
+                rep(
+                    ReportType::Warning,
+                    "WARNING in virtio_mem_fake_offline_going_offline",
+                ),
+                rep(
+                    ReportType::BadPage,
+                    "page dumped because: fake-offline page referenced",
+                ),
+                unsettled(),
+            ],
+            String::new(),
+            None,
+        );
+        let titles: Vec<&str> = v.reports.iter().map(|r| r.title.as_str()).collect();
+        assert_eq!(titles, ["WARNING in virtio_mem_fake_offline_going_offline"]);
+        // All corrupted: the first.
+        let v = decide(vec![bad.clone(), bad], String::new(), None);
+        assert_eq!(v.reports.len(), 1);
+        // Harness reports alone are all kept.
+        let v = decide(
+            vec![
+                rep(ReportType::StuckOp, "hang: x did not return"),
+                unsettled(),
+            ],
+            String::new(),
+            None,
+        );
+        assert_eq!(v.reports.len(), 2);
     }
 
     #[test]

@@ -133,6 +133,7 @@ mod tests {
     fn run(outcomes: Vec<Option<Outcome>>, lost: Option<&str>) -> RunResult {
         RunResult {
             program_id: "x".into(),
+            console_mark: 0,
             ops: outcomes
                 .into_iter()
                 .enumerate()

@@ -295,7 +295,11 @@ impl Program {
     pub fn deadline_ms(&self, d: &Descriptions) -> u64 {
         self.ops
             .iter()
-            .map(|o| d.op(&o.name).map(|x| x.timeout_ms).unwrap_or(5000) * o.times() as u64)
+            .map(|o| {
+                let t = d.op(&o.name).map(|x| x.timeout_ms).unwrap_or(5000);
+                // A repeated block stops starting runs after its budget.
+                (t * o.times() as u64).min(t + hotfuzz_executor::protocol::REPEAT_BUDGET_MS)
+            })
             .sum()
     }
 }
@@ -410,12 +414,14 @@ mod tests {
         );
         assert_eq!(e.ops[11].rep, ExecRep::Loop);
         assert_eq!(e.ops[11].args["pfn"], ExecArg::Ref(10));
-        // A block's operations count as often as they run; a loop once.
+        // A block's operations count as often as they run, up to the block's budget; a
+        // loop once.
         let own: u64 = p
             .ops
             .iter()
             .map(|o| d.op(&o.name).unwrap().timeout_ms)
             .sum();
-        assert_eq!(p.deadline_ms(&d), own + 15 * 2 * 5000);
+        let budget = hotfuzz_executor::protocol::REPEAT_BUDGET_MS;
+        assert_eq!(p.deadline_ms(&d), own + 2 * budget.min(15 * 5000));
     }
 }

@@ -195,7 +195,7 @@ fn run_one(
     let mut ok = Vec::new();
     let mut outcome = RunOutcome::Clean;
     for prog in cand {
-        let run = match runner.run(
+        let mut run = match runner.run(
             &setup.d,
             prog,
             &RunOptions {
@@ -210,7 +210,7 @@ fn run_one(
                 break;
             }
         };
-        let verdict = judge(&vm, runner.agent(), prog, &run, setup.settle);
+        let verdict = judge(&vm, runner.agent(), prog, &mut run, setup.settle);
         if let Some(why) = verdict.infra {
             outcome = RunOutcome::Infra(why);
             break;

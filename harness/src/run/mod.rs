@@ -10,3 +10,4 @@ pub mod image;
 pub mod probe;
 pub mod runlog;
 pub mod runner;
+pub mod settle;

@@ -4,6 +4,7 @@
 
 use crate::program::state::{parse_node_list, BlockState, DeviceState, GuestState};
 use crate::run::agent::Agent;
+pub use crate::run::settle::Unsettled;
 use anyhow::{Context, Result};
 use hotfuzz_vm::{Arch, Vm};
 use std::collections::BTreeSet;
@@ -99,135 +100,27 @@ pub struct GuestCheck {
     pub unsettled: Vec<Unsettled>,
 }
 
-/// A virtio-mem device whose plugged size differs from its requested size.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Unsettled {
-    /// QOM id.
-    pub id: String,
-    /// Requested size.
-    pub requested: u64,
-    /// Plugged size.
-    pub size: u64,
-    /// The unit the driver plugs in: the device block size, or in Big Block Mode the big
-    /// block. A shortfall below it is the requested size rounded down, not a failure.
-    pub granularity: u64,
-    /// Unplugging should be able to finish: `unplug_online` is on and every block of the
-    /// device is offline or in ZONE_MOVABLE.
-    pub unplug_expected: bool,
-    /// Plugging should be able to finish: no page is hardware-poisoned and no memory
-    /// notifier or page allocation fault injection is armed.
-    pub plug_expected: bool,
-}
-
 impl GuestCheck {
     /// Looks at a guest after a run: QEMU, its agent (one quick answer), console silence, and
-    /// virtio-mem devices whose plugged size has not reached the requested size within
-    /// `settle`, nor within twice that after the device re-requested its size.
+    /// virtio-mem devices that stop short of their requested size ([`super::settle`], waiting
+    /// at most `settle` for devices that make progress).
     pub fn probe(vm: &Vm, agent: &Agent, settle: Duration) -> GuestCheck {
         let qemu_alive = vm.is_alive();
-        let qemu_exit = vm.exit_status().map(|s| s.to_string());
+        let qemu_exit = vm.exit_status().map(|s| s.to_string()).or_else(|| {
+            vm.halted()
+                .then(|| "the guest shut down; QEMU keeps it paused".to_string())
+        });
         let agent_alive = qemu_alive && agent.alive(Duration::from_secs(20));
         let console_silent_for = vm
             .console()
             .last_output()
             .map(|t| t.elapsed())
             .unwrap_or_default();
-        let mut unsettled = Vec::new();
-        if qemu_alive && !vm.machine().virtio_mem.is_empty() {
-            let mut deadline = std::time::Instant::now() + settle;
-            let mut kicked = false;
-            // Devices the guest cannot be expected to settle: asked to shrink with memory in
-            // kernel zones, hwpoison or unplug_online off; asked to grow with hwpoison or
-            // fault injection armed. Nothing to wait for, nothing to report.
-            let mut hopeless: std::collections::HashSet<String> = Default::default();
-            loop {
-                unsettled.clear();
-                if let Ok(devs) = vm.qmp().query_memory_devices() {
-                    for d in devs.iter().filter(|d| d.kind == "virtio-mem") {
-                        let req = d.requested_size.unwrap_or(0);
-                        let id = d.id.clone().unwrap_or_default();
-                        if hopeless.contains(&id) {
-                            continue;
-                        }
-                        if req < d.size && agent_alive {
-                            let f = device_facts(
-                                agent,
-                                d.memaddr.unwrap_or(0),
-                                d.max_size.unwrap_or(0),
-                            );
-                            if !(f.unplug_online && f.all_movable) {
-                                hopeless.insert(id);
-                                continue;
-                            }
-                        }
-                        if req != d.size {
-                            unsettled.push((
-                                d.id.clone().unwrap_or_default(),
-                                req,
-                                d.size,
-                                d.memaddr.unwrap_or(0),
-                                d.max_size.unwrap_or(0),
-                            ));
-                        }
-                    }
-                }
-                if !unsettled.is_empty() && !kicked && std::time::Instant::now() >= deadline {
-                    // The driver retries a failed plug or unplug on a timer (50 s at first,
-                    // backing off to 5 min): a page pinned while the program ran can delay
-                    // it past any settle time. Now the program's resources are gone, so
-                    // re-request the same size (QEMU notifies the guest even when the value
-                    // does not change) and give the driver a fresh try.
-                    kicked = true;
-                    for (id, req, size, addr, max) in &unsettled {
-                        if req > size && agent_alive && {
-                            let f = device_facts(agent, *addr, *max);
-                            f.poisoned || f.injected
-                        } {
-                            // A plug that may rightly fall short: not worth waiting for.
-                            hopeless.insert(id.clone());
-                            continue;
-                        }
-                        let _ = vm.qmp().set_virtio_mem_requested_size(id, *req);
-                    }
-                    unsettled.retain(|u| !hopeless.contains(&u.0));
-                    deadline = std::time::Instant::now() + settle.max(Duration::from_secs(10)) * 2;
-                }
-                if unsettled.is_empty() || std::time::Instant::now() >= deadline {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            }
-        }
-        let unsettled = unsettled
-            .into_iter()
-            .map(|(id, req, size, addr, max)| {
-                let block = vm
-                    .machine()
-                    .virtio_mem
-                    .iter()
-                    .find(|d| d.id == id)
-                    .and_then(|d| d.block_size)
-                    .unwrap_or(2 << 20);
-                let facts = if agent_alive {
-                    device_facts(agent, addr, max)
-                } else {
-                    DeviceFacts::default()
-                };
-                let granularity = if facts.bbm {
-                    block.max(facts.big_block)
-                } else {
-                    block
-                };
-                Unsettled {
-                    id,
-                    requested: req,
-                    size,
-                    granularity,
-                    unplug_expected: facts.unplug_online && facts.all_movable,
-                    plug_expected: !facts.poisoned && !facts.injected,
-                }
-            })
-            .collect();
+        let unsettled = if qemu_alive {
+            super::settle::settle(vm, agent, agent_alive, settle)
+        } else {
+            Vec::new()
+        };
         GuestCheck {
             qemu_alive,
             qemu_exit,
@@ -236,59 +129,6 @@ impl GuestCheck {
             unsettled,
         }
     }
-}
-
-/// What the guest says about a device's memory and the driver's mode.
-#[derive(Debug, Default)]
-struct DeviceFacts {
-    /// Every present block of the device's range is offline or in ZONE_MOVABLE, and no page
-    /// is hardware-poisoned.
-    all_movable: bool,
-    /// `virtio_mem.unplug_online` is on.
-    unplug_online: bool,
-    /// `virtio_mem.force_bbm` is on.
-    bbm: bool,
-    /// The big block size in Big Block Mode (`bbm_block_size`, else the memory block size).
-    big_block: u64,
-    /// Some page is hardware-poisoned.
-    poisoned: bool,
-    /// Onlining or page allocation failures are being injected.
-    injected: bool,
-}
-
-fn device_facts(agent: &Agent, addr: u64, max: u64) -> DeviceFacts {
-    let script = format!(
-        r#"m=/sys/module/virtio_mem/parameters; bs=$((0x$(cat /sys/devices/system/memory/block_size_bytes)));
-echo "P $(cat $m/unplug_online 2>/dev/null) $(cat $m/force_bbm 2>/dev/null) $(cat $m/bbm_block_size 2>/dev/null) $bs";
-grep -q '^HardwareCorrupted: *[1-9]' /proc/meminfo && echo poisoned;
-for f in /sys/kernel/debug/notifier-error-inject/memory/actions/*/error /sys/kernel/debug/fail_page_alloc/probability; do
-[ -r $f ] && [ "$(cat $f)" != 0 ] && echo injected; done;
-i=$(({addr} / bs)); e=$((({addr} + {max}) / bs));
-while [ $i -lt $e ]; do d=/sys/devices/system/memory/memory$i;
-if [ -d $d ] && [ "$(cat $d/state)" = online ] && [ "$(cat $d/valid_zones)" != Movable ]; then echo kernel; fi; i=$((i+1)); done"#
-    );
-    let Ok(out) = agent.run(&script, Duration::from_secs(30)) else {
-        return DeviceFacts::default();
-    };
-    let mut f = DeviceFacts {
-        // Hardware-poisoned pages cannot be unplugged: nothing to expect then.
-        all_movable: !out.contains("kernel") && !out.contains("poisoned"),
-        poisoned: out.contains("poisoned"),
-        injected: out.contains("injected"),
-        ..DeviceFacts::default()
-    };
-    if let Some(p) = out.lines().find_map(|l| l.strip_prefix("P ")) {
-        let v: Vec<&str> = p.split_whitespace().collect();
-        f.unplug_online = v.first().is_some_and(|x| *x == "Y" || *x == "1");
-        f.bbm = v.get(1).is_some_and(|x| *x == "Y" || *x == "1");
-        let memory_block: u64 = v.get(3).and_then(|x| x.parse().ok()).unwrap_or(128 << 20);
-        f.big_block = v
-            .get(2)
-            .and_then(|x| x.parse::<u64>().ok())
-            .filter(|b| *b > 0)
-            .unwrap_or(memory_block);
-    }
-    f
 }
 
 /// Fault injection armed in the guest now: memory notifier errors, fail_page_alloc, and

@@ -73,8 +73,11 @@ pub struct RunResult {
     pub program_id: String,
     /// Per-operation results, in program order.
     pub ops: Vec<OpResult>,
-    /// Console lines printed while the program ran (and shortly after).
+    /// Console lines printed while the program ran (and shortly after; judging brings them
+    /// up to date).
     pub console: Vec<ConsoleLine>,
+    /// Index of the first console line that belongs to the run.
+    pub console_mark: u64,
     /// When the run started (host time).
     pub started: SystemTime,
     /// Wall time of the run.
@@ -338,6 +341,12 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
             .context("the guest agent after the restore")
     }
 
+    /// Logs from now on to `run_log` (a guest restored from a snapshot starts a new history).
+    pub fn set_log(&mut self, run_log: &Path) -> Result<()> {
+        self.log = RunLog::open(run_log)?;
+        Ok(())
+    }
+
     /// Runs `prog` to its end. Errors are infrastructure failures before the program started;
     /// a guest or executor that dies mid-run gives a result with `lost` set.
     pub fn run(
@@ -417,6 +426,7 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
             program_id: id.clone(),
             ops,
             console,
+            console_mark: mark,
             started,
             duration,
             abandoned: driven.abandoned,

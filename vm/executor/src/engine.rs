@@ -7,7 +7,9 @@
 
 use crate::kcov::Kcov;
 use crate::ops::{self, Args, Ctx, Val};
-use crate::protocol::{Event, ExecArg, ExecProgram, ExecRep, HostReply, Outcome, LOOP_ALONE_MS};
+use crate::protocol::{
+    Event, ExecArg, ExecProgram, ExecRep, HostReply, Outcome, LOOP_ALONE_MS, REPEAT_BUDGET_MS,
+};
 use crate::sys;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -354,9 +356,13 @@ impl Engine {
             k += unit.len();
             let mut local: BTreeMap<usize, u64> = BTreeMap::new();
             let mut run = 0u32;
+            let unit_started = Instant::now();
             'rep: loop {
                 if let Some(n) = times {
-                    if run >= n {
+                    if run >= n
+                        || (run > 0
+                            && unit_started.elapsed() >= Duration::from_millis(REPEAT_BUDGET_MS))
+                    {
                         break;
                     }
                 } else if run > 0 && self.stop_loops.load(Ordering::SeqCst) {

@@ -90,6 +90,10 @@ impl ExecRep {
 /// How long loops run when there is no thread without one.
 pub const LOOP_ALONE_MS: u64 = 2000;
 
+/// How long a repeated block keeps starting new runs: a block whose operations each wait
+/// out a long timeout would otherwise keep the program for `times` timeouts.
+pub const REPEAT_BUDGET_MS: u64 = 8000;
+
 /// An argument value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

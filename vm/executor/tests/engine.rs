@@ -385,3 +385,26 @@ fn a_repetition_stops_at_an_operation_that_times_out() {
     assert_eq!(runs(&evs, 0).0, 1);
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn a_repetition_stops_starting_runs_after_its_budget() {
+    // 256 runs of 500 ms would take two minutes; the block stops after REPEAT_BUDGET_MS.
+    let block = ExecRep::Block {
+        block: 0,
+        times: 256,
+    };
+    let t0 = std::time::Instant::now();
+    let evs = run(
+        vec![with_rep(
+            op(0, 0, "sleep_ms", &[("ms", int(500))], 5000),
+            block,
+        )],
+        300_000,
+        |_, _| {},
+    );
+    let budget = hotfuzz_executor::protocol::REPEAT_BUDGET_MS;
+    let (runs_done, oks) = runs(&evs, 0);
+    assert_eq!(runs_done, oks);
+    assert_eq!(u64::from(runs_done), budget.div_ceil(500), "{evs:?}");
+    assert!(t0.elapsed() < Duration::from_millis(budget + 2000));
+}

@@ -76,6 +76,9 @@ pub const IMPLEMENTED: &[&str] = &[
 /// The longest `virtio_mem_wait` waits, whatever the program asks for.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
+/// How long `virtio_mem_wait` waits for a device whose plugged size stopped changing.
+pub const WAIT_STALL: Duration = Duration::from_millis(1500);
+
 /// The argument the guest's executor adds to every host request: the guest's `MemAvailable`
 /// in bytes at the moment it asked.
 pub const MEM_AVAILABLE: &str = "_mem_available";
@@ -180,18 +183,28 @@ impl HostOps {
                 let id = self.device(args)?;
                 // A wait is a synchronisation point, not a test of patience: the program
                 // cannot ask for more than MAX_WAIT (a longer one would look like a hang).
+                // Nor does it wait for a device that stopped getting closer (a plug the
+                // guest refused, an unplug of memory it cannot give back).
                 let ms = Duration::from_millis(int(args, "ms")?).min(MAX_WAIT);
                 let deadline = Instant::now() + ms;
+                let mut last = (u64::MAX, Instant::now());
                 loop {
                     let want = qom_u64(m, &id, "requested-size")?;
                     let size = qom_u64(m, &id, "size")?;
                     if size == want {
                         return Ok(Outcome::val(size));
                     }
-                    if Instant::now() >= deadline {
+                    if size != last.0 {
+                        last = (size, Instant::now());
+                    }
+                    let stalled = last.1.elapsed() >= WAIT_STALL;
+                    if Instant::now() >= deadline || stalled {
                         return Err(Outcome::Errno {
                             errno: libc::ETIMEDOUT,
-                            msg: format!("{id}: size {size:#x} != requested {want:#x}"),
+                            msg: format!(
+                                "{id}: size {size:#x} != requested {want:#x}{}",
+                                if stalled { " (no progress)" } else { "" }
+                            ),
                         });
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -259,9 +272,17 @@ impl HostOps {
                 let mark = m.event_mark();
                 m.execute("device_del", Some(json!({"id": id})))
                     .map_err(mon_err)?;
-                let deadline = Instant::now() + Duration::from_secs(10);
+                let deadline = Instant::now() + MAX_WAIT;
                 loop {
                     let evs = m.events_since(mark);
+                    // The guest's _OST answer to the eject request: anything but success (0)
+                    // or "in progress" (0x80) means it kept the memory (offlining failed).
+                    let refused = evs.iter().any(|(n, d)| {
+                        let info = &d["info"];
+                        n == "ACPI_DEVICE_OST"
+                            && info["device"].as_str() == Some(&id)
+                            && info["status"].as_u64().is_some_and(|s| s != 0 && s != 0x80)
+                    });
                     if evs.iter().any(|(n, d)| {
                         n == "DEVICE_DELETED"
                             && d.get("device").and_then(Value::as_str) == Some(&id)
@@ -273,6 +294,7 @@ impl HostOps {
                     if evs
                         .iter()
                         .any(|(n, _)| n == "DEVICE_UNPLUG_GUEST_ERROR" || n == "MEM_UNPLUG_ERROR")
+                        || refused
                         || Instant::now() >= deadline
                     {
                         return Err(Outcome::Errno {
