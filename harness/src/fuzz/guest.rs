@@ -120,6 +120,7 @@ pub struct GuestTarget {
     counters: TargetCounters,
     failed_boots_in_a_row: u32,
     logs: u64,
+    created: Instant,
 }
 
 impl GuestTarget {
@@ -145,6 +146,7 @@ impl GuestTarget {
             counters: TargetCounters::default(),
             failed_boots_in_a_row: 0,
             logs: 0,
+            created: Instant::now(),
         })
     }
 
@@ -274,7 +276,7 @@ impl GuestTarget {
         match &ok {
             Ok(true) => {
                 self.counters.resets += 1;
-                tracing::debug!("guest {}: restored in {took:.2?}", self.setup.slot);
+                tracing::info!("guest {}: restored in {took:.2?}", self.setup.slot);
             }
             Ok(false) => {}
             Err(e) => {
@@ -400,6 +402,9 @@ impl GuestTarget {
     fn attempt(&mut self, prog: &Program) -> Result<std::result::Result<Execution, String>> {
         self.ensure_ready()?;
         let t0 = Instant::now();
+        if self.counters.first_program_ms.is_none() {
+            self.counters.first_program_ms = Some(self.created.elapsed().as_millis() as u64);
+        }
         let run = {
             let r = self.running.as_mut().expect("booted");
             r.programs += 1;
