@@ -90,10 +90,13 @@ fn a_short_campaign_finds_the_planted_warning() {
 #[test]
 fn a_campaign_without_seeds_finds_the_planted_race() {
     // The bug zoo's race_walker fires only when a PFN walker reads /proc/kpageflags while a
-    // memory block is going offline, repeatedly: generated races have to find it.
+    // memory block is going offline, repeatedly: generated races have to find it. The window
+    // is 1 ms wide, so how many programs that takes varies between runs (measured: 60 to over
+    // 250 under TCG); the budget is sized for the slow end, and the campaign stops at the find.
+    // A real kernel race found first (virtio-mem's fake-offline WARN) does not stop it.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 250);
+    let mut cfg = config(dir.path(), 700);
     cfg.seeds.clear();
     cfg.bugzoo = Some("race_walker".into());
     cfg.stop_on_titles = vec!["WARNING in bugzoo_race_walker".into()];
@@ -104,7 +107,7 @@ fn a_campaign_without_seeds_finds_the_planted_race() {
         "not found in {} executions: {found:?}",
         s.execs
     );
-    assert!(s.execs <= 250, "{s:?}");
+    assert!(s.execs <= 700, "{s:?}");
     assert!(hotfuzz_vm::process::live_children().is_empty());
 }
 
