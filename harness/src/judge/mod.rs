@@ -80,6 +80,23 @@ pub fn is_oracle(k: ReportType) -> bool {
     )
 }
 
+/// Which of a log's reports is its finding: the kernel's first clean report, a bare page dump
+/// (`page dumped because: ...`, a fragment of another report) only when nothing else is
+/// clean, then the first kernel report even if corrupted, then the harness's first.
+pub fn primary(reports: &[Report]) -> Option<usize> {
+    let kernel = |r: &Report| !is_oracle(r.kind);
+    reports
+        .iter()
+        .position(|r| kernel(r) && r.kind != ReportType::PageDump && r.corrupted.is_none())
+        .or_else(|| {
+            reports
+                .iter()
+                .position(|r| kernel(r) && r.corrupted.is_none())
+        })
+        .or_else(|| reports.iter().position(kernel))
+        .or_else(|| (!reports.is_empty()).then_some(0))
+}
+
 /// Whether any report came from the kernel.
 pub fn kernel_says(reports: &[Report]) -> bool {
     reports.iter().any(|r| !is_oracle(r.kind))
@@ -233,11 +250,7 @@ pub fn decide(mut reports: Vec<Report>, qemu_exit: String, oom: Option<String>) 
         // first one when all are corrupted). What follows it in the log (the page it freed
         // going bad, the dump it printed, the guest dying) is its aftermath; it stays in the
         // report's console log.
-        let primary = reports
-            .iter()
-            .position(|r| !is_oracle(r.kind) && r.corrupted.is_none())
-            .or_else(|| reports.iter().position(|r| !is_oracle(r.kind)))
-            .expect("a kernel report");
+        let primary = primary(&reports).expect("a kernel report");
         reports = vec![reports.swap_remove(primary)];
     }
     Verdict {
@@ -273,6 +286,33 @@ mod tests {
         r.kind = kind;
         r.title = title.into();
         r
+    }
+
+    #[test]
+    fn a_bare_page_dump_is_not_the_finding_when_a_warning_follows() {
+        // A pasted splat that starts inside another CPU's Bad page state: the dump's tail
+        // comes first, the WARNING is the bug.
+        let log = "[ 1.0] page dumped because: nonzero mapcount\n\
+                   [ 1.1] WARNING: CPU: 0 PID: 10 at drivers/virtio/virtio_mem.c:1275 virtio_mem_fake_offline_going_offline+0x40/0x60 [virtio_mem]\n\
+                   [ 1.2] Modules linked in: virtio_mem\n\
+                   [ 1.3] RIP: 0010:virtio_mem_fake_offline_going_offline+0x40/0x60 [virtio_mem]\n\
+                   [ 1.4] Call Trace:\n\
+                   [ 1.5]  <TASK>\n\
+                   [ 1.6]  virtio_mem_memory_notifier_cb+0x1e/0x60 [virtio_mem]\n\
+                   [ 1.7]  notifier_call_chain+0x5b/0xd0\n\
+                   [ 1.8]  </TASK>\n\
+                   [ 1.9] ---[ end trace 0000000000000000 ]---\n";
+        let reports = crate::report::parse(log);
+        assert_eq!(reports[0].kind, ReportType::PageDump, "{reports:?}");
+        let p = primary(&reports).unwrap();
+        assert_eq!(
+            reports[p].title,
+            "WARNING in virtio_mem_fake_offline_going_offline"
+        );
+        // Alone, the dump is all there is.
+        let only = crate::report::parse("[ 1.0] page dumped because: nonzero mapcount\n");
+        assert_eq!(primary(&only), Some(0));
+        assert_eq!(primary(&[]), None);
     }
 
     #[test]

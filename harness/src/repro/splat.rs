@@ -137,10 +137,8 @@ pub struct Splat {
 /// Parses a pasted splat (mail quoting, wrapping and timestamps are fine).
 pub fn parse(text: &str) -> Result<Splat> {
     let reports = crate::report::parse(text);
-    let r = reports
-        .iter()
-        .find(|r| r.corrupted.is_none())
-        .or(reports.first())
+    let r = crate::judge::primary(&reports)
+        .map(|i| &reports[i])
         .ok_or_else(|| anyhow!("no kernel report found in the splat"))?;
     let frames = r
         .text
