@@ -2,6 +2,7 @@
 //! this module only names the commands and dispatches to them.
 
 pub mod bench;
+pub mod build;
 pub mod fuzz;
 pub mod gen;
 pub mod guest_flags;
@@ -51,6 +52,9 @@ pub enum Command {
     /// programs and write repro.prog and a standalone repro.sh into the report directory.
     /// Exit status 0 when it reproduced, 1 when it did not.
     Repro(Box<repro::ReproArgs>),
+    /// Build a kernel for a guest from a tree (git at a commit, a work tree as it is, or an
+    /// unpacked source) into the build cache; prints the directory to pass as --kernel.
+    Build(Box<build::BuildArgs>),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -64,5 +68,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Gen(a) => gen::run(a),
         Command::Report(c) => report::run(c),
         Command::Repro(a) => repro::run(*a),
+        Command::Build(a) => build::run(*a),
     }
 }
