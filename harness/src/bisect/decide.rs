@@ -137,10 +137,18 @@ pub fn decide(t: &Tally, needed: u32, masked_by: Option<&str>) -> Verdict {
     Verdict::Skip(format!("only {} of {needed} clean runs", t.clean))
 }
 
-/// More runs to do on a revision whose runs so far are `t`: none once it is decided, else
-/// enough to reach `needed` clean runs, up to [`MAX_RUNS`] in all.
+/// Infrastructure failures in a row, with nothing else, after which a revision is given up
+/// (a kernel that does not boot fails every run; each try costs a boot timeout).
+pub const MAX_INFRA_ONLY: u32 = 5;
+
+/// More runs to do on a revision whose runs so far are `t`: none once it is decided or only
+/// infrastructure failures came back [`MAX_INFRA_ONLY`] times, else enough to reach
+/// `needed` clean runs, up to [`MAX_RUNS`] in all.
 pub fn more_runs(t: &Tally, needed: u32) -> u32 {
     if t.crashed > 0 || t.clean >= needed || t.total() >= MAX_RUNS {
+        return 0;
+    }
+    if t.infra >= MAX_INFRA_ONLY && t.total() == t.infra {
         return 0;
     }
     (needed - t.clean).min(MAX_RUNS - t.total())
@@ -197,13 +205,21 @@ mod tests {
         };
         assert_eq!(decide(&t(1, 0, 4, 0), 5, None), Verdict::Bad);
         assert_eq!(decide(&t(0, 0, 5, 1), 5, None), Verdict::Good);
-        assert_eq!(decide(&t(0, 2, 3, 0), 5, Some("WARNING in x")).word(), "skip");
+        assert_eq!(
+            decide(&t(0, 2, 3, 0), 5, Some("WARNING in x")).word(),
+            "skip"
+        );
         assert!(matches!(decide(&t(0, 2, 3, 0), 5, Some("WARNING in x")),
             Verdict::Skip(w) if w.contains("WARNING in x")));
-        assert!(matches!(decide(&t(0, 0, 1, 4), 5, None), Verdict::Skip(w) if w.contains("infrastructure")));
+        assert!(
+            matches!(decide(&t(0, 0, 1, 4), 5, None), Verdict::Skip(w) if w.contains("infrastructure"))
+        );
         assert_eq!(more_runs(&t(0, 1, 3, 0), 5), 2);
         assert_eq!(more_runs(&t(1, 0, 0, 0), 5), 0);
         assert_eq!(more_runs(&t(0, 28, 0, 0), 5), 2);
+        // A kernel that never boots is given up, not retried 30 times.
+        assert_eq!(more_runs(&t(0, 0, 0, 5), 5), 0);
+        assert_eq!(more_runs(&t(0, 0, 1, 5), 5), 4);
     }
 
     #[test]

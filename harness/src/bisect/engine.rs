@@ -435,7 +435,16 @@ pub fn render(o: &Outcome, dir: Direction) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "{:<8} {:<14} {:>8} {:>5} {:>7} {:>6} {:>5} {:>7}  {:<7} {}\n",
-        "phase", "revision", "build", "runs", "crashed", "masked", "infra", "run", "verdict", "subject"
+        "phase",
+        "revision",
+        "build",
+        "runs",
+        "crashed",
+        "masked",
+        "infra",
+        "run",
+        "verdict",
+        "subject"
     ));
     for st in &o.steps {
         let build = match st.build_secs {

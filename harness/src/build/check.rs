@@ -87,10 +87,7 @@ pub fn explain(
                 let (v, named) = eval(e, config);
                 let needed = if *want == Value::Module { 1 } else { 2 };
                 (v < needed).then(|| {
-                    let vals: Vec<String> = named
-                        .iter()
-                        .map(|(n, v)| format!("{n}={v}"))
-                        .collect();
+                    let vals: Vec<String> = named.iter().map(|(n, v)| format!("{n}={v}")).collect();
                     if vals.is_empty() {
                         format!("`depends on {e}`")
                     } else {
@@ -113,7 +110,10 @@ pub fn explain(
     if reasons.is_empty() {
         format!(
             "its dependencies hold ({}); a `choice` or a range may have overridden it",
-            defs.iter().map(|d| d.at.as_str()).collect::<Vec<_>>().join(", ")
+            defs.iter()
+                .map(|d| d.at.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     } else {
         reasons.join("; or ")
@@ -151,9 +151,17 @@ config MEMORY_HOTPLUG
         let r = check(&m, &fin, &k);
         let msgs: Vec<String> = r.dropped.iter().map(|d| d.to_string()).collect();
         assert_eq!(msgs.len(), 3, "{msgs:#?}");
-        assert!(msgs[0].starts_with("powernv:3: CONFIG_ARCH_HAS_THING=y was dropped"), "{}", msgs[0]);
+        assert!(
+            msgs[0].starts_with("powernv:3: CONFIG_ARCH_HAS_THING=y was dropped"),
+            "{}",
+            msgs[0]
+        );
         assert!(msgs[0].contains("no prompt"), "{}", msgs[0]);
-        assert!(msgs[1].starts_with("powernv:4: CONFIG_NOPE=y"), "{}", msgs[1]);
+        assert!(
+            msgs[1].starts_with("powernv:4: CONFIG_NOPE=y"),
+            "{}",
+            msgs[1]
+        );
         assert!(msgs[1].contains("not defined"), "{}", msgs[1]);
         assert_eq!(
             msgs[2],
@@ -172,7 +180,9 @@ config MEMORY_HOTPLUG
         let k = Kconfig::parse_text("K", "config A\n\ttristate \"a\"\n");
         let frag = Fragment::parse("f", "CONFIG_A=m\n").unwrap();
         let m = Merged::new(&Fragment::parse("b", "").unwrap(), &[frag]);
-        assert!(check(&m, &read_config("CONFIG_A=y\n"), &k).dropped.is_empty());
+        assert!(check(&m, &read_config("CONFIG_A=y\n"), &k)
+            .dropped
+            .is_empty());
         let d = check(&m, &read_config(""), &k).dropped;
         assert!(d[0].why.contains("CONFIG_MODULES"), "{}", d[0].why);
     }

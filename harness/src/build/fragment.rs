@@ -174,11 +174,7 @@ impl Fragment {
 }
 
 fn check_name(sym: &str, origin: &Origin) -> Result<()> {
-    if sym.is_empty()
-        || !sym
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-    {
+    if sym.is_empty() || !sym.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         bail!("{origin}: {sym:?} is not a config option name");
     }
     Ok(())
@@ -286,8 +282,8 @@ mod tests {
 
     #[test]
     fn later_fragments_win_and_overrides_are_noted() {
-        let base = Fragment::parse("base", "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n")
-            .unwrap();
+        let base =
+            Fragment::parse("base", "CONFIG_A=y\nCONFIG_B=m\n# CONFIG_C is not set\n").unwrap();
         let f1 = Fragment::parse("f1", "CONFIG_B=y\nCONFIG_C=y\nCONFIG_D=\"x y\"\n").unwrap();
         let f2 = Fragment::parse("f2", "# CONFIG_C is not set\nCONFIG_A=y\n").unwrap();
         let m = Merged::new(&base, &[f1, f2]);

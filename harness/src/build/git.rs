@@ -78,10 +78,18 @@ impl Git {
 
     /// The full id of commit `rev`.
     pub fn resolve(&self, rev: &str) -> Result<String> {
-        let o = self.output(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")])?;
+        let o = self.output(&[
+            "rev-parse",
+            "--verify",
+            "--quiet",
+            &format!("{rev}^{{commit}}"),
+        ])?;
         let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
         if !o.status.success() || id.is_empty() {
-            bail!("{}: no commit {rev:?} in this repository", self.dir.display());
+            bail!(
+                "{}: no commit {rev:?} in this repository",
+                self.dir.display()
+            );
         }
         Ok(id)
     }
@@ -129,6 +137,32 @@ impl Git {
                 String::from_utf8_lossy(&o.stderr).trim()
             ),
         }
+    }
+
+    /// A linked work tree of this repository at `path` with no files checked out (for
+    /// `git bisect --no-checkout`: its own HEAD and bisection state, no copy of the tree),
+    /// created on first use.
+    pub fn empty_worktree_at(&self, path: &Path) -> Result<Git> {
+        if path.join(".git").exists() {
+            return Ok(Git::new(path));
+        }
+        if path.exists() {
+            std::fs::remove_dir_all(path)
+                .with_context(|| format!("removing {}", path.display()))?;
+        }
+        self.run(&["worktree", "prune"])?;
+        let p = path.to_str().context("work tree path is not UTF-8")?;
+        self.run(&[
+            "worktree",
+            "add",
+            "--quiet",
+            "--force",
+            "--no-checkout",
+            "--detach",
+            p,
+            "HEAD",
+        ])?;
+        Ok(Git::new(path))
     }
 
     /// A linked work tree of this repository at `path`, detached at `rev`, created on first

@@ -37,7 +37,14 @@ impl Kconfig {
     /// Parses Kconfig text as if it were file `name` (tests; `source` lines are not followed).
     pub fn parse_text(name: &str, text: &str) -> Kconfig {
         let mut k = Kconfig::default();
-        k.parse(Path::new("/nonexistent"), name, text, "x86", &[], &mut BTreeSet::new());
+        k.parse(
+            Path::new("/nonexistent"),
+            name,
+            text,
+            "x86",
+            &[],
+            &mut BTreeSet::new(),
+        );
         k
     }
 

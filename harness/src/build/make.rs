@@ -104,8 +104,12 @@ impl Make {
         let (tx, rx) = std::sync::mpsc::channel::<String>();
         let mut readers = Vec::new();
         for pipe in [
-            child.take_stdout().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child.take_stderr().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .take_stdout()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child
+                .take_stderr()
+                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -179,7 +183,11 @@ pub fn first_error(log: &str) -> Option<String> {
                 .iter()
                 .find(|l| l.contains("*** ") && !l.contains("Error 1") && !l.contains("Error 2"))
         })
-        .or_else(|| lines.iter().find(|l| l.contains("make") && l.contains("Error")))
+        .or_else(|| {
+            lines
+                .iter()
+                .find(|l| l.contains("make") && l.contains("Error"))
+        })
         .map(|l| l.trim().to_string())
 }
 
@@ -259,7 +267,9 @@ mod tests {
             "mm/b.c:12:5: error: 'x' undeclared (first use in this function)"
         );
         let log = "  LD      vmlinux.o\nld: mm/x.o: in function `f':\nx.c:(.text+0x1): undefined reference to `g'\n";
-        assert!(first_error(log).unwrap().contains("undefined reference to `g'"));
+        assert!(first_error(log)
+            .unwrap()
+            .contains("undefined reference to `g'"));
         let log = "make[1]: *** No rule to make target 'bzImagee'.  Stop.\nmake: *** [Makefile:224: __sub-make] Error 2\n";
         assert!(first_error(log).unwrap().contains("No rule to make target"));
     }
@@ -286,6 +296,8 @@ mod tests {
         let me = e.downcast_ref::<MakeError>().expect("a MakeError");
         assert_eq!(me.first_error.as_deref(), Some("x.c:1:1: error: boom"));
         assert!(e.to_string().contains("build.log"), "{e}");
-        assert!(std::fs::read_to_string(&log).unwrap().contains("  CC      x.o"));
+        assert!(std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("  CC      x.o"));
     }
 }

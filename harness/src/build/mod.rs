@@ -161,7 +161,8 @@ impl KernelEntry {
     /// Reads an entry's `build.json`.
     pub fn load(dir: &Path) -> Result<KernelEntry> {
         let p = dir.join("build.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         let mut e: KernelEntry =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
         e.dir = dir.to_path_buf();
@@ -196,7 +197,10 @@ fn toolchain(arch: Arch) -> (String, Vec<String>) {
         Arch::X86_64 if !cross => ("gcc".into(), vec!["ARCH=x86_64".into()]),
         Arch::X86_64 => (
             "x86_64-linux-gnu-gcc".into(),
-            vec!["ARCH=x86_64".into(), "CROSS_COMPILE=x86_64-linux-gnu-".into()],
+            vec![
+                "ARCH=x86_64".into(),
+                "CROSS_COMPILE=x86_64-linux-gnu-".into(),
+            ],
         ),
         Arch::Ppc64le if !cross => ("gcc".into(), vec!["ARCH=powerpc".into()]),
         Arch::Ppc64le => (
@@ -234,7 +238,8 @@ fn compiler_version(cc: &str) -> Result<String> {
 }
 
 fn have(cmd: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(cmd).is_file()))
 }
 
 /// The base config's text, generated in the config directory when it is a defconfig.
@@ -299,11 +304,19 @@ fn profile_name(req: &BuildRequest, frags: &[Fragment]) -> String {
     if let Base::File(p) = &req.base {
         h.update(p.as_os_str().as_encoded_bytes());
     }
-    format!(
-        "{base}{}-{}",
-        names.join("+"),
-        &h.finalize().to_hex()[..8]
-    )
+    format!("{base}{}-{}", names.join("+"), &h.finalize().to_hex()[..8])
+}
+
+/// The build cache key: the tree's state, the final config (after olddefconfig, so two
+/// fragment sets that end in the same config share a kernel), the compiler and the
+/// architecture.
+pub fn cache_key(state: &str, final_config: &str, compiler: &str, arch: Arch) -> String {
+    let mut h = blake3::Hasher::new();
+    for part in [RECIPE, state, final_config, compiler, arch.name()] {
+        h.update(&(part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().to_hex()[..24].to_string()
 }
 
 /// Builds (or takes from the cache) the kernel `req` asks for.
@@ -413,18 +426,7 @@ pub fn build(req: &BuildRequest) -> Result<(KernelEntry, BuildTimes)> {
     }
     times.config = t.elapsed();
 
-    let mut h = blake3::Hasher::new();
-    for part in [
-        RECIPE,
-        checkout.state.as_str(),
-        final_text.as_str(),
-        compiler.as_str(),
-        req.arch.name(),
-    ] {
-        h.update(&(part.len() as u64).to_le_bytes());
-        h.update(part.as_bytes());
-    }
-    let key = h.finalize().to_hex()[..24].to_string();
+    let key = cache_key(&checkout.state, &final_text, &compiler, req.arch);
     let kernels = cache.join("kernels");
     std::fs::create_dir_all(&kernels)?;
     let dest = kernels.join(&key);
@@ -517,8 +519,12 @@ fn install(mk: &Make, entry: &KernelEntry, modules: bool, log: &Path) -> Result<
                     shlex::try_quote(&script.to_string_lossy())?,
                     shlex::try_quote(&tmp.to_string_lossy())?
                 );
-                mk.quiet(&["run-command"], &[format!("KBUILD_RUN_COMMAND={cmd}")], log)
-                    .context("writing the external-module build tree")?;
+                mk.quiet(
+                    &["run-command"],
+                    &[format!("KBUILD_RUN_COMMAND={cmd}")],
+                    log,
+                )
+                .context("writing the external-module build tree")?;
             }
             let mods = tmp.join(".modules");
             mk.quiet(
@@ -611,6 +617,51 @@ pub fn list_entries() -> Result<Vec<KernelEntry>> {
             }
         }
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|e| std::cmp::Reverse(e.0));
     Ok(out.into_iter().map(|(_, k)| k).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_key_follows_each_input() {
+        let cfg = "CONFIG_MEMORY_HOTPLUG=y\n";
+        let gcc = "gcc (Debian 12.2.0-14) 12.2.0";
+        let k = cache_key("90025e31d58f", cfg, gcc, Arch::X86_64);
+        assert_eq!(k.len(), 24);
+        assert_eq!(k, cache_key("90025e31d58f", cfg, gcc, Arch::X86_64));
+        let others = [
+            cache_key("90025e31d58e", cfg, gcc, Arch::X86_64),
+            cache_key(
+                "90025e31d58f",
+                "CONFIG_MEMORY_HOTPLUG=n\n",
+                gcc,
+                Arch::X86_64,
+            ),
+            cache_key(
+                "90025e31d58f",
+                cfg,
+                "gcc (Debian 12.2.0-15) 12.2.0",
+                Arch::X86_64,
+            ),
+            cache_key("90025e31d58f", cfg, gcc, Arch::Ppc64le),
+            // Parts are length-prefixed: moving a byte from one part to the next changes it.
+            cache_key("90025e31d58", &format!("f{cfg}"), gcc, Arch::X86_64),
+        ];
+        for o in &others {
+            assert_ne!(&k, o);
+        }
+    }
+
+    #[test]
+    fn base_names_parse() {
+        assert_eq!("defconfig".parse::<Base>().unwrap(), Base::Defconfig);
+        assert_eq!("debian".parse::<Base>().unwrap(), Base::Debian);
+        assert_eq!(
+            "my.config".parse::<Base>().unwrap(),
+            Base::File("my.config".into())
+        );
+    }
 }

@@ -72,7 +72,10 @@ pub fn ensure_tree(series: &str) -> Result<PathBuf> {
     if !top.join("Makefile").is_file() {
         bail!("{} did not unpack into {pkg_name}/", tarball.display());
     }
-    eprintln!("hotfuzz: making {pkg_name} {} a git repository", pkg.version);
+    eprintln!(
+        "hotfuzz: making {pkg_name} {} a git repository",
+        pkg.version
+    );
     let g = Git::new(&top);
     g.run(&["init", "--quiet", "--initial-branch=master"])?;
     g.run(&["config", "core.autocrlf", "false"])?;
@@ -93,6 +96,7 @@ pub fn ensure_tree(series: &str) -> Result<PathBuf> {
     if dest.exists() {
         std::fs::remove_dir_all(&dest)?;
     }
-    std::fs::rename(&top, &dest).with_context(|| format!("moving the tree to {}", dest.display()))?;
+    std::fs::rename(&top, &dest)
+        .with_context(|| format!("moving the tree to {}", dest.display()))?;
     Ok(dest)
 }

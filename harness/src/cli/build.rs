@@ -111,7 +111,11 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             entry.arch,
             entry.release,
             &entry.state[..entry.state.len().min(12)],
-            if entry.cached { "from the cache" } else { "built" },
+            if entry.cached {
+                "from the cache"
+            } else {
+                "built"
+            },
             times.config,
             times.make,
             times.install
