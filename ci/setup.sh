@@ -7,7 +7,8 @@ set -euo pipefail
 ensure_packages ci/setup.sh \
   build-essential pkg-config libssl-dev zlib1g-dev ca-certificates \
   qemu-system-x86 qemu-system-ppc busybox-static dropbear-bin \
-  openssh-client cpio qemu-utils shellcheck
+  openssh-client cpio qemu-utils shellcheck \
+  git make bc flex bison libelf-dev ccache xz-utils gcc-powerpc64le-linux-gnu
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "hotfuzz needs Rust (cargo 1.93.1 or newer; LibAFL 0.16 needs it): https://rustup.rs" >&2

@@ -2,12 +2,14 @@
 //! and what is learned from running them.
 //!
 //! The modules are the stages data flows through, and each imports only the ones before it:
-//! [`program`] (descriptions, the program model, generation, mutation) → [`run`] (running a
+//! [`build`] (kernel trees, configs and the build cache) → [`program`] (descriptions, the program model, generation, mutation) → [`run`] (running a
 //! program on a guest) → [`report`] (pure console parsing) → [`judge`] (what a run means:
 //! kernel reports, the harness's own oracles, infrastructure failures) → [`store`] (the
 //! report store) → [`fuzz`] and [`repro`] (the campaigns and reproducers built on all of
-//! them). The command line lives in the binary (`src/cli/`).
+//! them) → [`bisect`] (which commit or package broke or fixed a bug). The command line lives in the binary (`src/cli/`).
 
+pub mod bisect;
+pub mod build;
 pub mod fuzz;
 pub mod judge;
 pub mod program;

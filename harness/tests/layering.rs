@@ -1,4 +1,4 @@
-//! The stages of `harness/src` import one way: program → run → report → judge → store →
+//! The stages of `harness/src` import one way: build → program → run → report → judge → store →
 //! fuzz → repro (and the command line, in the binary, uses them all). A module may use its
 //! own stage and the ones before it, never a later one; `report` uses nothing else at all.
 //! This test reads the sources, so a change that breaks the rule fails here.
@@ -6,7 +6,7 @@
 use std::path::Path;
 
 const STAGES: &[&str] = &[
-    "program", "run", "report", "judge", "store", "fuzz", "repro",
+    "build", "program", "run", "report", "judge", "store", "fuzz", "repro", "bisect",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -2,6 +2,8 @@
 //! this module only names the commands and dispatches to them.
 
 pub mod bench;
+pub mod bisect;
+pub mod build;
 pub mod fuzz;
 pub mod gen;
 pub mod guest_flags;
@@ -51,6 +53,16 @@ pub enum Command {
     /// programs and write repro.prog and a standalone repro.sh into the report directory.
     /// Exit status 0 when it reproduced, 1 when it did not.
     Repro(Box<repro::ReproArgs>),
+    /// Build a kernel for a guest from a tree (git at a commit, a work tree as it is, or an
+    /// unpacked source) into the build cache; prints the directory to pass as --kernel.
+    Build(Box<build::BuildArgs>),
+    /// Find the commit (or, with --packages, the Debian kernel package) that introduced a bug
+    /// (or with --fix fixed it): builds each commit, runs the reproducer as often as its
+    /// reliability asks for, checks the culprit. Resumable: run it again after a kill.
+    Bisect(Box<bisect::BisectArgs>),
+    /// Run a reproducer on one kernel and exit as `git bisect run` wants: 0 good, 1 bad,
+    /// 125 skip (the bug masked by another crash, or the infrastructure failed).
+    Test(Box<bisect::TestArgs>),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -64,5 +76,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Gen(a) => gen::run(a),
         Command::Report(c) => report::run(c),
         Command::Repro(a) => repro::run(*a),
+        Command::Build(a) => build::run(*a),
+        Command::Bisect(a) => bisect::run_bisect(*a),
+        Command::Test(a) => bisect::run_test(*a),
     }
 }

@@ -58,6 +58,23 @@ pub struct ReproArgs {
     pub guest: GuestArgs,
 }
 
+/// The fuzzing configuration (a file or the embedded one) and the guest flags, the kernel
+/// taken from the configuration when no kernel flag names one.
+pub fn config_and_guest(
+    config: Option<&std::path::Path>,
+    guest: &GuestArgs,
+) -> Result<(FuzzConfig, hotfuzz::run::guest::GuestConfig)> {
+    let config = match config {
+        Some(p) => FuzzConfig::load(p)?,
+        None => FuzzConfig::default(),
+    };
+    let mut g = guest.config()?;
+    if guest.kernel.kernel_source().is_none() {
+        g.kernel = config.guest().kernel;
+    }
+    Ok((config, g))
+}
+
 /// Runs `hotfuzz repro`; exit status 0 when the bug reproduced, 1 when it did not.
 pub fn run(a: ReproArgs) -> Result<i32> {
     if !(0.0..=1.0).contains(&a.threshold) {
@@ -66,14 +83,7 @@ pub fn run(a: ReproArgs) -> Result<i32> {
     if a.runs == 0 || a.vms == 0 {
         bail!("--runs and --vms must be at least 1");
     }
-    let config = match &a.config {
-        Some(p) => FuzzConfig::load(p)?,
-        None => FuzzConfig::default(),
-    };
-    let mut guest = a.guest.config()?;
-    if a.guest.kernel.kernel_source().is_none() {
-        guest.kernel = config.guest().kernel;
-    }
+    let (config, guest) = config_and_guest(a.config.as_deref(), &a.guest)?;
     let opts = ReproOptions {
         input: a.input.clone().unwrap_or_default(),
         run_log: a.run_log.clone(),

@@ -9,10 +9,24 @@ pub struct SetupArgs {
     /// Also prepare the ppc64le guest parts (foreign packages, kernel).
     #[arg(long)]
     pub ppc64le: bool,
+    /// Make a kernel tree from Debian's linux-source package (a git repository with one
+    /// commit, in the cache) and print its path.
+    #[arg(long)]
+    pub kernel_source: bool,
+    /// Only make the kernel tree (skip the guest kernels and images).
+    #[arg(long, requires = "kernel_source")]
+    pub only: bool,
 }
 
 /// `hotfuzz setup`: everything a first run would do, ahead of time.
 pub fn run(a: SetupArgs) -> Result<i32> {
+    if a.kernel_source {
+        let t = hotfuzz::build::source::ensure_tree(hotfuzz::build::source::DEFAULT_SERIES)?;
+        println!("kernel tree: {}", t.display());
+        if a.only {
+            return Ok(0);
+        }
+    }
     let mut arches = vec![Arch::X86_64];
     if a.ppc64le {
         arches.push(Arch::Ppc64le);

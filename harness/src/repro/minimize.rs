@@ -52,8 +52,11 @@ pub struct Evidence {
 pub enum RunOutcome {
     /// The bug reproduced.
     Crashed(Box<Evidence>),
-    /// The candidate ran and the bug did not appear (another bug may have).
+    /// The candidate ran and the bug did not appear.
     Clean,
+    /// Another kernel report (its title) ended the run before the bug could appear. The
+    /// minimizer counts it as a run without the bug; a bisection learns nothing from it.
+    Masked(String),
     /// The run says nothing (the guest did not boot, QEMU was killed): not counted.
     Infra(String),
 }
@@ -429,7 +432,7 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                         r.runs += 1;
                         ev = Some(*e);
                     }
-                    RunOutcome::Clean => r.runs += 1,
+                    RunOutcome::Clean | RunOutcome::Masked(_) => r.runs += 1,
                     RunOutcome::Infra(_) => {}
                 }
             }
@@ -493,7 +496,7 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                             hit[i] = Some(*e);
                         }
                     }
-                    RunOutcome::Clean => runs[i] += 1,
+                    RunOutcome::Clean | RunOutcome::Masked(_) => runs[i] += 1,
                     RunOutcome::Infra(_) => {}
                 }
             }

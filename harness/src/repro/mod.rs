@@ -112,6 +112,29 @@ pub fn guest_for(o: &ReproOptions, src: &Source) -> Result<(GuestConfig, String)
     Ok((args, name))
 }
 
+/// The pool set-up for guests prepared as `prepared`: settle time and suppressions from the
+/// configuration, run logs under the working directory.
+pub fn pool_setup(
+    o: &ReproOptions,
+    prepared: Arc<crate::run::guest::Prepared>,
+    d: Arc<Descriptions>,
+) -> Result<PoolSetup> {
+    let suppressions = o
+        .config
+        .suppressions
+        .iter()
+        .map(|s| regex::Regex::new(s).with_context(|| format!("suppression {s:?}")))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(PoolSetup {
+        prepared,
+        d,
+        settle: o.config.settle().unwrap_or(Duration::from_secs(10)),
+        timeout: o.timeout,
+        suppressions,
+        log_dir: o.work.join("repro-logs"),
+    })
+}
+
 /// Reproduces and minimizes; `progress` sees every step.
 pub fn reproduce(o: &ReproOptions, progress: impl FnMut(&Progress)) -> Result<ReproSummary> {
     let t0 = Instant::now();
@@ -119,20 +142,7 @@ pub fn reproduce(o: &ReproOptions, progress: impl FnMut(&Progress)) -> Result<Re
     let src = Source::load(&o.input, o.run_log.as_deref(), &d)?;
     let (args, profile) = guest_for(o, &src)?;
     let prepared = Arc::new(args.prepare().context("preparing the guest")?);
-    let suppressions = o
-        .config
-        .suppressions
-        .iter()
-        .map(|s| regex::Regex::new(s).with_context(|| format!("suppression {s:?}")))
-        .collect::<Result<Vec<_>>>()?;
-    let setup = PoolSetup {
-        prepared: prepared.clone(),
-        d: d.clone(),
-        settle: o.config.settle().unwrap_or(Duration::from_secs(10)),
-        timeout: o.timeout,
-        suppressions,
-        log_dir: o.work.join("repro-logs"),
-    };
+    let setup = pool_setup(o, prepared.clone(), d.clone())?;
     let mut pool = GuestPool::new(
         setup,
         o.vms,

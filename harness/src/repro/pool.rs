@@ -299,6 +299,9 @@ fn run_one(
         }
         if !vm.is_alive() || run.lost.is_some() {
             // Another bug (or a lost guest) ended the run: the rest cannot run.
+            if let Some(other) = reports.iter().find(|r| !is_oracle(r.kind)) {
+                outcome = RunOutcome::Masked(other.title.clone());
+            }
             break;
         }
         base += prog.ops.len();
