@@ -31,6 +31,23 @@ pub fn cache_subdir(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Opens `path` for writing (appending with `append`, else truncating), creating it readable
+/// by the owner only (0600) whatever the umask: a VM's logs show what the guest did and name
+/// the paths of its secrets.
+pub fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .append(append)
+        .truncate(!append)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode: make it private too.
+    f.set_permissions(fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
 /// Writes `data` to `path` atomically: a temporary file in the same directory is written,
 /// synced and renamed over `path`, so readers see the old or the new content, never a mix.
 pub fn atomic_write(path: &Path, data: &[u8]) -> Result<()> {
@@ -95,6 +112,28 @@ impl Drop for FileLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_files_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let old = unsafe { libc::umask(0) };
+        let fresh = open_private(&d.path().join("fresh"), false);
+        unsafe { libc::umask(old) };
+        fresh.unwrap().write_all(b"x").unwrap();
+        let open = d.path().join("open");
+        fs::write(&open, b"old\n").unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
+        open_private(&open, true)
+            .unwrap()
+            .write_all(b"new\n")
+            .unwrap();
+        assert_eq!(fs::read_to_string(&open).unwrap(), "old\nnew\n");
+        for f in ["fresh", "open"] {
+            let m = fs::metadata(d.path().join(f)).unwrap().permissions().mode();
+            assert_eq!(m & 0o777, 0o600, "{f}: {m:o}");
+        }
+    }
 
     #[test]
     fn atomic_write_replaces_content() {

@@ -67,6 +67,8 @@ pub fn spawn(mut cmd: Command) -> Result<Guarded> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            // QEMU's sockets (QMP: full control of QEMU) and files are the user's alone.
+            libc::umask(0o077);
             if libc::getppid() != parent {
                 // hotfuzz died between fork and prctl.
                 libc::_exit(1);
@@ -252,6 +254,21 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(running_in_group(pid), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn children_create_private_files_and_sockets() {
+        // QEMU creates the QMP socket with its umask: the child's must be 077 whatever ours is.
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("umask");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("umask > {}", out.display()));
+        let mut g = spawn(cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while g.try_wait().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "0077");
     }
 
     /// Non-zombie processes whose process group is `pgid`.

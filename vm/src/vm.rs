@@ -292,8 +292,7 @@ impl Vm {
             .map(|a| crate::ssh::quote(&a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
-        std::fs::write(d.join("qemu.cmdline"), format!("{cmdline}\n"))
-            .ctx(|| "writing qemu.cmdline".into())?;
+        write_private(&d.join("qemu.cmdline"), format!("{cmdline}\n").as_bytes())?;
         let mut cmd = Command::new(qemu);
         cmd.args(&args)
             .stdin(Stdio::null())
@@ -971,7 +970,8 @@ fn spawn_stderr_reader(
     log: &Path,
     buf: Arc<Mutex<String>>,
 ) -> Result<()> {
-    let mut file = std::fs::File::create(log).ctx(|| format!("creating {}", log.display()))?;
+    let mut file =
+        crate::cache::open_private(log, false).ctx(|| format!("creating {}", log.display()))?;
     std::thread::Builder::new()
         .name("qemu-stderr".into())
         .spawn(move || {
