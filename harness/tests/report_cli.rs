@@ -138,3 +138,45 @@ fn list_shows_the_store() {
     assert!(row.starts_with("2 "), "{row}");
     assert!(row.contains("BAD_PAGE"), "{row}");
 }
+
+#[test]
+fn list_never_prints_control_characters_from_meta_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let bug = dir.path().join("evil");
+    std::fs::create_dir(&bug).unwrap();
+    // A title someone edited to clear the screen and fake a line, in YAML's escapes.
+    std::fs::write(
+        bug.join("meta.yaml"),
+        "title: \"BUG: x\\e[2J\\e]0;owned\\a\\rFAKE\\nROW\"\ntype: WARNING\n\
+         first_seen: \"2026-01-01T00:00:00Z\"\nlast_seen: \"2026-01-01T00:00:00Z\\e[31m\"\n\
+         count: 1\nkernel: {release: r, origin: o}\nreproducibility: \"1/1\\e[0m\"\n",
+    )
+    .unwrap();
+    let out = hotfuzz()
+        .args(["report", "list", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("BUG: x?[2J?]0;owned??FAKE?ROW"), "{s:?}");
+    assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "{s:?}");
+    assert_eq!(s.lines().count(), 2, "{s:?}");
+}
+
+#[test]
+fn list_of_a_missing_store_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo/x");
+    let out = hotfuzz()
+        .args(["report", "list", "--dir"])
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("does not exist"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("typo").exists());
+}

@@ -150,9 +150,24 @@ fn parse(a: ReportParseArgs) -> Result<i32> {
     Ok(if reports.is_empty() { 0 } else { 1 })
 }
 
+/// `s` with control characters (escape sequences, line breaks) shown as `?`: `meta.yaml` is
+/// a file anyone who can write the store may have edited, and a terminal obeys what it prints.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// `hotfuzz report list`.
 fn list(a: ReportListArgs) -> Result<i32> {
-    let store = Store::open(&a.dir)?;
+    let Some(store) = Store::existing(&a.dir)? else {
+        if a.json {
+            println!("[]");
+        } else {
+            println!("no reports: {} does not exist", a.dir.display());
+        }
+        return Ok(0);
+    };
     let all = store.list()?;
     if a.json {
         let v: Vec<_> = all
@@ -175,12 +190,12 @@ fn list(a: ReportListArgs) -> Result<i32> {
         println!(
             "{:<6} {:<20} {:<22} {:<5} {}{}{}",
             m.count,
-            m.last_seen,
+            printable(&m.last_seen),
             serde_json::to_value(m.kind)
                 .map(|v| v.as_str().unwrap_or("").to_string())
                 .unwrap_or_default(),
-            m.reproducibility.as_deref().unwrap_or("-"),
-            m.title,
+            printable(m.reproducibility.as_deref().unwrap_or("-")),
+            printable(&m.title),
             if m.corrupted.is_some() {
                 " (corrupted)"
             } else {

@@ -191,7 +191,7 @@ pub struct Summary {
 
 /// The bugs the store saw since `since`.
 pub fn reports_since(reports: &Path, since: SystemTime) -> Vec<(String, u64, PathBuf)> {
-    let Ok(store) = crate::store::Store::open(reports) else {
+    let Ok(Some(store)) = crate::store::Store::existing(reports) else {
         return Vec::new();
     };
     let since = humantime::format_rfc3339_seconds(since).to_string();

@@ -170,7 +170,7 @@ impl StatusMonitor {
 
 /// Unique titles the store saw since `since`.
 pub fn unique_since(reports: &std::path::Path, since: SystemTime) -> u64 {
-    let Ok(store) = Store::open(reports) else {
+    let Ok(Some(store)) = Store::existing(reports) else {
         return 0;
     };
     let since = humantime::format_rfc3339_seconds(since).to_string();

@@ -147,6 +147,19 @@ impl Store {
         })
     }
 
+    /// The store at `root` for reading, creating nothing: `None` when there is no
+    /// directory there (a read-only command given a mistyped path must not make it).
+    pub fn existing(root: &Path) -> Result<Option<Store>> {
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => Ok(Some(Store {
+                root: root.to_path_buf(),
+            })),
+            Ok(_) => anyhow::bail!("{} is not a directory", root.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", root.display())),
+        }
+    }
+
     /// Where the store is.
     pub fn root(&self) -> &Path {
         &self.root
