@@ -66,39 +66,39 @@ pub struct ReportListArgs {
     pub json: bool,
 }
 
-fn print_report(r: &Report, text: bool) {
-    println!("TITLE: {}", r.title);
+fn print_report(r: &Report, text: bool) -> Result<()> {
+    outln!("TITLE: {}", r.title)?;
     for a in &r.alt_titles {
-        println!("ALT: {a}");
+        outln!("ALT: {a}")?;
     }
-    println!(
+    outln!(
         "TYPE: {}",
         serde_json::to_value(r.kind)
             .map(|v| v.as_str().unwrap_or("").to_string())
             .unwrap_or_default()
-    );
+    )?;
     if let Some(f) = &r.frame {
-        println!("FRAME: {f}");
+        outln!("FRAME: {f}")?;
     }
-    println!(
+    outln!(
         "CORRUPTED: {}",
         if r.corrupted.is_some() { "Y" } else { "N" }
-    );
+    )?;
     if let Some(c) = &r.corrupted {
-        println!("  ({c})");
+        outln!("  ({c})")?;
     }
     if r.interleaved {
-        println!("INTERLEAVED: Y");
+        outln!("INTERLEAVED: Y")?;
     }
     for d in &r.page_dump_reasons {
-        println!("PAGE DUMPED BECAUSE: {d}");
+        outln!("PAGE DUMPED BECAUSE: {d}")?;
     }
-    println!("LINES: {}-{}", r.start_line + 1, r.end_line + 1);
+    outln!("LINES: {}-{}", r.start_line + 1, r.end_line + 1)?;
     if text {
-        println!();
-        println!("{}", r.text);
+        outln!()?;
+        outln!("{}", r.text)?;
     }
-    println!();
+    outln!()
 }
 
 /// `hotfuzz report parse FILE|-`.
@@ -139,12 +139,12 @@ fn parse(a: ReportParseArgs) -> Result<i32> {
         })
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?)?;
     } else if reports.is_empty() {
-        println!("no reports");
+        outln!("no reports")?;
     } else {
         for r in &reports {
-            print_report(r, !a.brief);
+            print_report(r, !a.brief)?;
         }
     }
     Ok(if reports.is_empty() { 0 } else { 1 })
@@ -162,9 +162,9 @@ fn printable(s: &str) -> String {
 fn list(a: ReportListArgs) -> Result<i32> {
     let Some(store) = Store::existing(&a.dir)? else {
         if a.json {
-            println!("[]");
+            outln!("[]")?;
         } else {
-            println!("no reports: {} does not exist", a.dir.display());
+            outln!("no reports: {} does not exist", a.dir.display())?;
         }
         return Ok(0);
     };
@@ -174,20 +174,23 @@ fn list(a: ReportListArgs) -> Result<i32> {
             .iter()
             .map(|s| serde_json::json!({"dir": s.dir, "meta": s.meta}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(0);
     }
     if all.is_empty() {
-        println!("no reports in {}", store.root().display());
+        outln!("no reports in {}", store.root().display())?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<6} {:<20} {:<22} {:<5} TITLE",
-        "COUNT", "LAST SEEN", "TYPE", "REPRO"
-    );
+        "COUNT",
+        "LAST SEEN",
+        "TYPE",
+        "REPRO"
+    )?;
     for s in &all {
         let m = &s.meta;
-        println!(
+        outln!(
             "{:<6} {:<20} {:<22} {:<5} {}{}{}",
             m.count,
             printable(&m.last_seen),
@@ -206,7 +209,7 @@ fn list(a: ReportListArgs) -> Result<i32> {
             } else {
                 ""
             }
-        );
+        )?;
     }
     Ok(0)
 }
