@@ -180,3 +180,38 @@ fn list_of_a_missing_store_creates_nothing() {
     );
     assert!(!dir.path().join("typo").exists());
 }
+
+/// A 300 MB line on stdin, and a report after it, under a 128 MiB data limit: the line is
+/// cut, not kept (reading all of stdin first needed 300 MB and more).
+#[test]
+fn parse_of_a_huge_line_on_stdin_stays_in_bounded_memory() {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -d 131072 && exec {} report parse --brief -",
+            env!("CARGO_BIN_EXE_hotfuzz")
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(b"[    1.000000] ").unwrap();
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..300 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin
+            .write_all(
+                b"\n[    2.000000] WARNING: CPU: 0 PID: 1 at mm/memory_hotplug.c:1 f+0x1/0x2\n",
+            )
+            .unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(s.contains("TITLE: WARNING"), "{s}");
+}

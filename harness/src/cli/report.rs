@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use hotfuzz::report::{self, Report};
 use hotfuzz::store::Store;
-use std::io::Read;
 
 /// `hotfuzz report ...`
 #[derive(Debug, Subcommand)]
@@ -111,12 +110,10 @@ pub fn run(c: ReportCommand) -> Result<i32> {
 }
 
 fn parse(a: ReportParseArgs) -> Result<i32> {
+    // Both streamed: a log of any size, or one line of hundreds of megabytes, is read in
+    // bounded memory.
     let reports = if a.file.as_os_str() == "-" {
-        let mut s = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut s)
-            .context("reading stdin")?;
-        report::parse(&String::from_utf8_lossy(&s))
+        report::linux::parse_reader(std::io::stdin().lock()).context("reading stdin")?
     } else {
         let f = std::fs::File::open(&a.file)
             .with_context(|| format!("opening {}", a.file.display()))?;
