@@ -172,6 +172,13 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
             k.time.reset_ms as f64 / 1000.0 / k.resets as f64
         )?;
     }
+    if k.filing_failures > 0 {
+        outln!(
+            "  report store: {} filings failed, {} reports still unfiled at the end",
+            k.filing_failures,
+            k.unfiled
+        )?;
+    }
     if s.reports.is_empty() {
         outln!("  no reports")?;
     } else {

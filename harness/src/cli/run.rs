@@ -103,8 +103,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             let reports = verdict.reports;
             reported |= !reports.is_empty();
             if let Some(store) = &store {
+                let mut unfiled = hotfuzz::store::Unfiled::default();
                 for f in hotfuzz::store::file_run(
                     store,
+                    &mut unfiled,
                     &reports,
                     &r,
                     &vm,
@@ -114,11 +116,22 @@ pub fn run(a: RunArgs) -> Result<i32> {
                         guest: &record,
                         injections: &verdict.injections,
                     },
-                )? {
+                )
+                .into_iter()
+                .flatten()
+                {
                     eprintln!(
                         "hotfuzz: {} report {}",
                         if f.new { "new" } else { "known" },
                         f.dir.display()
+                    );
+                }
+                if !unfiled.is_empty() {
+                    // Someone is watching: say so rather than keep them.
+                    anyhow::bail!(
+                        "{} report(s) could not be filed into {}",
+                        unfiled.len(),
+                        store.root().display()
                     );
                 }
             }

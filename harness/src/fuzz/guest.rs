@@ -106,6 +106,8 @@ pub struct GuestTarget {
     setup: GuestSetup,
     d: Arc<Descriptions>,
     store: Store,
+    /// Reports the store could not take yet.
+    unfiled: crate::store::Unfiled,
     suppress: Vec<Regex>,
     running: Option<Running>,
     state: GuestState,
@@ -133,6 +135,7 @@ impl GuestTarget {
             setup,
             d,
             store,
+            unfiled: Default::default(),
             suppress,
             running: None,
             kinfo: None,
@@ -426,6 +429,7 @@ impl GuestTarget {
             let kinfo = self.kinfo.clone().unwrap_or_default();
             let stored = crate::store::file_run(
                 &self.store,
+                &mut self.unfiled,
                 &filed,
                 &run,
                 r.guest.vm(),
@@ -435,13 +439,15 @@ impl GuestTarget {
                     guest: &r.record,
                     injections: &injections,
                 },
-            )?;
+            );
+            self.counters.unfiled = self.unfiled.len() as u64;
+            self.counters.filing_failures = self.unfiled.failures;
             for (rep, f) in filed.iter().zip(stored) {
                 ex.reports.push(Found {
                     title: rep.title.clone(),
                     kind: rep.kind,
-                    dir: Some(f.dir),
-                    new_in_store: f.new,
+                    new_in_store: f.as_ref().is_some_and(|f| f.new),
+                    dir: f.map(|f| f.dir),
                 });
             }
         }
