@@ -102,6 +102,41 @@ impl FileLock {
     }
 }
 
+impl FileLock {
+    /// The lock at `path` if no one else holds it; `None` when someone does.
+    pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .ctx(|| format!("opening lock file {}", path.display()))?;
+        loop {
+            // SAFETY: flock on a valid, owned file descriptor.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            if rc == 0 {
+                return Ok(Some(FileLock { file }));
+            }
+            let err = std::io::Error::last_os_error();
+            match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => return Ok(None),
+                _ => return Err(Error::io(format!("locking {}", path.display()), err)),
+            }
+        }
+    }
+
+    /// The locked file, no longer unlocked on drop: the lock then lasts until every copy of
+    /// the descriptor is closed, so forked children (that never exec) keep it while they live,
+    /// and one of them exiting or unwinding does not release it for the others.
+    pub fn into_file(self) -> File {
+        let me = std::mem::ManuallyDrop::new(self);
+        // SAFETY: `me` is never used or dropped again; the file is moved out exactly once.
+        unsafe { std::ptr::read(&me.file) }
+    }
+}
+
 impl Drop for FileLock {
     fn drop(&mut self) {
         // SAFETY: unlocking a descriptor we own.
@@ -133,6 +168,19 @@ mod tests {
             let m = fs::metadata(d.path().join(f)).unwrap().permissions().mode();
             assert_eq!(m & 0o777, 0o600, "{f}: {m:o}");
         }
+    }
+
+    #[test]
+    fn try_acquire_refuses_a_held_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        let held = FileLock::try_acquire(&p).unwrap().unwrap();
+        assert!(FileLock::try_acquire(&p).unwrap().is_none());
+        drop(held);
+        let f = FileLock::try_acquire(&p).unwrap().unwrap().into_file();
+        assert!(FileLock::try_acquire(&p).unwrap().is_none());
+        drop(f);
+        assert!(FileLock::try_acquire(&p).unwrap().is_some());
     }
 
     #[test]
