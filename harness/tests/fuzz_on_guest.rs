@@ -162,3 +162,97 @@ fn a_guest_killed_from_outside_is_an_infrastructure_failure() {
     }
     assert!(hotfuzz_vm::process::live_children().is_empty());
 }
+
+/// Every descendant of `root` (pid, command name), from /proc.
+fn descendants(root: u32) -> Vec<(u32, String)> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+        if f[0] == "Z" {
+            continue;
+        }
+        if let Ok(ppid) = f[1].parse::<u32>() {
+            parent_of.push((pid, ppid, stat[open + 1..close].to_string()));
+        }
+    }
+    let mut out: Vec<(u32, String)> = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for (pid, ppid, comm) in &parent_of {
+            if *ppid == p && !out.iter().any(|(q, _)| q == pid) {
+                out.push((*pid, comm.clone()));
+                frontier.push(*pid);
+            }
+        }
+    }
+    out
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
+        .unwrap_or(false)
+}
+
+/// `--vms 2` runs LibAFL Launcher clients, each with its own QEMU. The parent dying (SIGKILL:
+/// nothing of it runs) must take every client and every QEMU with it, and their VM
+/// directories.
+#[test]
+fn killing_the_launcher_leaves_no_client_and_no_qemu() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_hotfuzz"))
+        .args(["fuzz", "--vms", "2", "--accel", "tcg", "--duration", "10m"])
+        .arg("--workdir")
+        .arg(dir.path().join("work"))
+        .arg("--reports")
+        .arg(dir.path().join("reports"))
+        .env("TMPDIR", &tmp)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let seen = loop {
+        let d = descendants(parent.id());
+        if d.iter().filter(|(_, c)| c.starts_with("qemu")).count() >= 2 {
+            break d;
+        }
+        assert!(Instant::now() < deadline, "two QEMUs never started: {d:?}");
+        assert!(parent.try_wait().unwrap().is_none(), "hotfuzz exited early");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
+    parent.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<_> = seen.iter().filter(|(p, _)| running(*p)).collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after the launcher died: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dirs: Vec<_> = std::fs::read_dir(&tmp)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("hotfuzz-vm-"))
+        .collect();
+    assert_eq!(dirs, Vec::<String>::new());
+}

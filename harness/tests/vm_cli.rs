@@ -64,8 +64,10 @@ fn gone(pid: i32) -> bool {
 }
 
 fn kill_during_boot_leaves_no_qemu(signal: i32) {
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = hotfuzz()
         .args(["vm", "boot", "--accel", "tcg", "--shell"])
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -90,6 +92,19 @@ fn kill_during_boot_leaves_no_qemu(signal: i32) {
             "QEMU {qemu} survived hotfuzz (signal {signal}, hotfuzz {status})"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // The VM directory (an initrd of megabytes) goes too, unless nothing could run.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("hotfuzz-vm-"))
+        .collect();
+    if signal == libc::SIGKILL {
+        // Removed by the next hotfuzz that makes a VM directory here (its owner is dead).
+        assert!(left.len() <= 1, "{left:?}");
+    } else {
+        assert_eq!(left, Vec::<String>::new(), "signal {signal}");
     }
 }
 

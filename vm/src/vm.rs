@@ -78,7 +78,7 @@ pub struct BootTimings {
 }
 
 enum VmDir {
-    Temp(tempfile::TempDir),
+    Temp(process::TempDir),
     Kept(PathBuf),
 }
 
@@ -739,9 +739,7 @@ fn vm_dir(opts: &VmOptions) -> Result<VmDir> {
     use std::os::unix::fs::PermissionsExt;
     let parent = opts.dir_parent.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("hotfuzz-vm-")
-        .tempdir_in(&parent)
+    let tmp = process::TempDir::create_in(&parent, "hotfuzz-vm-")
         .ctx(|| format!("creating a VM directory in {}", parent.display()))?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
         .ctx(|| format!("making {} private", tmp.path().display()))?;

@@ -441,10 +441,23 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
     let client_log_str = client_log.to_string_lossy().to_string();
     let outcomes = w.root.join("clients");
     std::fs::create_dir_all(&outcomes)?;
+    let pid = std::process::id();
     let mut run_client = |restored: Option<engine::FuzzState>,
                           mut mgr,
                           desc: libafl::events::ClientDescription|
      -> Result<(), libafl::Error> {
+        // A forked client: it ends with the launcher however that ends (its guests and VM
+        // directories with it), taking LibAFL's restarter between them down too; and a
+        // signal sent to it is acted on.
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        if let Err(e) = hotfuzz_vm::process::exit_when_gone(
+            pid as i32,
+            (ppid != pid as i32 && ppid > 1).then_some(ppid),
+        ) {
+            tracing::warn!("{e}");
+        }
+        hotfuzz_vm::process::install_signal_handlers_after_fork();
         let client = desc.id().saturating_sub(1);
         let params = engine::ClientParams {
             client,
@@ -496,7 +509,6 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
             }
         }
     };
-    let pid = std::process::id();
     let launched = Launcher::builder()
         .shmem_provider(shmem)
         .configuration(EventConfig::from_name("hotfuzz"))
