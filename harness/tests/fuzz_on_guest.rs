@@ -163,33 +163,18 @@ fn a_guest_killed_from_outside_is_an_infrastructure_failure() {
     assert!(hotfuzz_vm::process::live_children().is_empty());
 }
 
-/// Every descendant of `root` (pid, command name), from /proc.
+/// Every descendant of `root` (pid, command name), zombies left out.
 fn descendants(root: u32) -> Vec<(u32, String)> {
-    let mut parent_of = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        if f[0] == "Z" {
-            continue;
-        }
-        if let Ok(ppid) = f[1].parse::<u32>() {
-            parent_of.push((pid, ppid, stat[open + 1..close].to_string()));
-        }
-    }
+    let all: Vec<_> = common::all_processes()
+        .into_iter()
+        .filter(|(_, st)| st.state != 'Z')
+        .collect();
     let mut out: Vec<(u32, String)> = Vec::new();
     let mut frontier = vec![root];
     while let Some(p) = frontier.pop() {
-        for (pid, ppid, comm) in &parent_of {
-            if *ppid == p && !out.iter().any(|(q, _)| q == pid) {
-                out.push((*pid, comm.clone()));
+        for (pid, st) in &all {
+            if st.ppid == p && !out.iter().any(|(q, _)| q == pid) {
+                out.push((*pid, st.comm.clone()));
                 frontier.push(*pid);
             }
         }
@@ -198,9 +183,7 @@ fn descendants(root: u32) -> Vec<(u32, String)> {
 }
 
 fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s[s.rfind(')').unwrap() + 2..].starts_with('Z'))
-        .unwrap_or(false)
+    common::proc_stat(pid).is_some_and(|st| st.state != 'Z')
 }
 
 /// `--vms 2` runs LibAFL Launcher clients, each with its own QEMU. The parent dying (SIGKILL:

@@ -10,6 +10,14 @@ fn hotfuzz() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hotfuzz"))
 }
 
+fn list(dir: &Path) -> Output {
+    hotfuzz()
+        .args(["report", "list", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/report")
@@ -97,11 +105,7 @@ fn parse_of_a_missing_file_names_it() {
 #[test]
 fn list_shows_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hotfuzz()
-        .args(["report", "list", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = list(dir.path());
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no reports"));
 
@@ -124,11 +128,7 @@ fn list_shows_the_store() {
     };
     store.file(&r, &ev).unwrap();
     store.file(&r, &ev).unwrap();
-    let out = hotfuzz()
-        .args(["report", "list", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = list(dir.path());
     assert!(out.status.success(), "{out:?}");
     let s = String::from_utf8_lossy(&out.stdout);
     let row = s
@@ -152,11 +152,7 @@ fn list_never_prints_control_characters_from_meta_yaml() {
          count: 1\nkernel: {release: r, origin: o}\nreproducibility: \"1/1\\e[0m\"\n",
     )
     .unwrap();
-    let out = hotfuzz()
-        .args(["report", "list", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = list(dir.path());
     assert!(out.status.success(), "{out:?}");
     let s = String::from_utf8(out.stdout).unwrap();
     assert!(s.contains("BUG: x?[2J?]0;owned??FAKE?ROW"), "{s:?}");
@@ -168,11 +164,7 @@ fn list_never_prints_control_characters_from_meta_yaml() {
 fn list_of_a_missing_store_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo/x");
-    let out = hotfuzz()
-        .args(["report", "list", "--dir"])
-        .arg(&typo)
-        .output()
-        .unwrap();
+    let out = list(&typo);
     assert!(out.status.success(), "{out:?}");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("does not exist"),

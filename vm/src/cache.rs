@@ -81,30 +81,16 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock at `path` is held.
     pub fn acquire(path: &Path) -> Result<FileLock> {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .ctx(|| format!("opening lock file {}", path.display()))?;
-        loop {
-            // SAFETY: flock on a valid, owned file descriptor.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                return Ok(FileLock { file });
-            }
-            let err = std::io::Error::last_os_error();
-            if err.kind() != std::io::ErrorKind::Interrupted {
-                return Err(Error::io(format!("locking {}", path.display()), err));
-            }
-        }
+        FileLock::lock(path, libc::LOCK_EX)?
+            .ok_or_else(|| Error::Config(format!("{} stayed locked", path.display())))
     }
-}
 
-impl FileLock {
     /// The lock at `path` if no one else holds it; `None` when someone does.
     pub fn try_acquire(path: &Path) -> Result<Option<FileLock>> {
+        FileLock::lock(path, libc::LOCK_EX | libc::LOCK_NB)
+    }
+
+    fn lock(path: &Path, how: libc::c_int) -> Result<Option<FileLock>> {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -114,7 +100,7 @@ impl FileLock {
             .ctx(|| format!("opening lock file {}", path.display()))?;
         loop {
             // SAFETY: flock on a valid, owned file descriptor.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+            let rc = unsafe { libc::flock(file.as_raw_fd(), how) };
             if rc == 0 {
                 return Ok(Some(FileLock { file }));
             }
