@@ -36,6 +36,10 @@ pub mod keys {
     pub const RESETS: &str = "resets";
     /// Runs that ran the kernel out of memory.
     pub const OOM: &str = "oom";
+    /// Reports waiting for the store (it could not take them).
+    pub const UNFILED: &str = "unfiled";
+    /// Filings that failed, retries included.
+    pub const FILING_FAILURES: &str = "filing_failures";
     /// Milliseconds booting.
     pub const T_BOOT: &str = "ms_boot";
     /// Milliseconds restoring snapshots.
@@ -86,6 +90,10 @@ pub struct Snapshot {
     pub resets: u64,
     /// Runs that ran the kernel out of memory (counted, not filed).
     pub oom: u64,
+    /// Reports waiting for the store (a full disk); filed when it takes them again.
+    pub unfiled: u64,
+    /// Filings that failed, retries included.
+    pub filing_failures: u64,
     /// Where the guests' time went (milliseconds, all guests).
     pub spent: super::target::TimeSpent,
     /// Fuzzer processes reporting.
@@ -312,6 +320,8 @@ impl Monitor for StatusMonitor {
         s.suppressed = aggregated_number(keys::SUPPRESSED);
         s.resets = aggregated_number(keys::RESETS);
         s.oom = aggregated_number(keys::OOM);
+        s.unfiled = aggregated_number(keys::UNFILED);
+        s.filing_failures = aggregated_number(keys::FILING_FAILURES);
         s.spent = super::target::TimeSpent {
             boot_ms: aggregated_number(keys::T_BOOT),
             reset_ms: aggregated_number(keys::T_RESET),
