@@ -135,6 +135,8 @@ pub struct StatusMonitor {
     started: Instant,
     started_wall: SystemTime,
     ticker: Option<std::thread::JoinHandle<()>>,
+    /// The process that made the monitor (the Launcher; its broker is a forked child).
+    creator: u32,
 }
 
 impl StatusMonitor {
@@ -149,6 +151,7 @@ impl StatusMonitor {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             ticker: None,
+            creator: std::process::id(),
         }
     }
 
@@ -164,6 +167,12 @@ impl StatusMonitor {
     fn ensure_ticker(&mut self) {
         if self.ticker.is_some() {
             return;
+        }
+        if std::process::id() != self.creator {
+            // The broker LibAFL forked from the Launcher: it goes when the Launcher goes.
+            if let Err(e) = hotfuzz_vm::process::exit_when_gone(self.creator as i32, None) {
+                tracing::warn!("{e}");
+            }
         }
         let shared = self.shared.clone();
         let cfg = self.cfg.clone();
