@@ -203,10 +203,11 @@ impl TempDir {
             .prefix(prefix)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .tempdir_in(parent)?;
-        std::fs::write(
-            t.path().join(OWNER_FILE),
-            format!("{}\n", std::process::id()),
-        )?;
+        {
+            use std::io::Write;
+            crate::cache::open_private(&t.path().join(OWNER_FILE), false)?
+                .write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        }
         TEMP_DIRS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -502,6 +503,10 @@ mod tests {
             std::fs::read_to_string(t.path().join(OWNER_FILE)).unwrap(),
             format!("{}\n", std::process::id())
         );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |q: &std::path::Path| std::fs::metadata(q).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(t.path()), 0o700);
+        assert_eq!(mode(&t.path().join(OWNER_FILE)), 0o600);
         let path = t.path().to_path_buf();
         drop(t);
         assert!(!path.exists());
