@@ -493,6 +493,7 @@ fn deadline_time(run: &RunResult) -> Duration {
 
 impl Target for GuestTarget {
     fn execute(&mut self, prog: &Program) -> Result<Execution> {
+        self.retry_unfiled();
         let mut last = String::new();
         for _ in 0..2 {
             match self.attempt(prog)? {
@@ -524,6 +525,26 @@ impl Target for GuestTarget {
     fn shutdown(&mut self) {
         if let Some(r) = self.running.take() {
             r.guest.shutdown();
+        }
+        self.retry_unfiled();
+        if !self.unfiled.is_empty() {
+            tracing::error!(
+                "{} report(s) could never be filed into {}",
+                self.unfiled.len(),
+                self.store.root().display()
+            );
+        }
+    }
+}
+
+impl GuestTarget {
+    /// Files the reports the store could not take before, when there are any (a disk that was
+    /// full may have room again); keeps the counters up to date.
+    fn retry_unfiled(&mut self) {
+        if !self.unfiled.is_empty() {
+            self.unfiled.retry(&self.store);
+            self.counters.unfiled = self.unfiled.len() as u64;
+            self.counters.filing_failures = self.unfiled.failures;
         }
     }
 }
