@@ -18,8 +18,10 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     hotfuzz_vm::process::install_signal_handlers();
-    let code = match cli::dispatch(cli) {
+    let code = match cli::dispatch(cli).and_then(|code| cli::flush_stdout().map(|()| code)) {
         Ok(code) => code,
+        // The reader went away (`| head`): stop quietly, as other tools do.
+        Err(e) if e.downcast_ref::<cli::StdoutClosed>().is_some() => 0,
         Err(e) => {
             eprintln!("hotfuzz: error: {e:#}");
             2

@@ -377,3 +377,50 @@ fn resume_after_sigkill_loses_nothing() {
         before.len()
     );
 }
+
+#[test]
+fn an_unparsable_corpus_file_is_quarantined_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Workdir {
+        root: dir.path().to_path_buf(),
+    };
+    std::fs::create_dir_all(w.corpus()).unwrap();
+    std::fs::write(w.corpus().join("good.prog"), "yield()\n").unwrap();
+    // Half a program (a disk that filled), and one from descriptions that changed since.
+    std::fs::write(w.corpus().join("half.prog"), "memblock_state(block=0x2").unwrap();
+    std::fs::write(w.corpus().join("old.prog"), "renamed_op(x=0x1)\n").unwrap();
+    let resume = prepare_resume(&w).unwrap();
+    let names: Vec<_> = resume
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["good.prog"]);
+    let q: Vec<_> = common::dir_files(&w.quarantine())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(q, ["half.prog", "old.prog"]);
+    // The campaign starts; and the next start too.
+    let mut p = params(dir.path(), 1, Some(3));
+    p.resume = resume;
+    campaign(&p, Duration::ZERO);
+    finish_resume(&w).unwrap();
+    assert!(!prepare_resume(&w).unwrap().is_empty());
+}
+
+#[test]
+fn a_second_campaign_on_the_same_workdir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = Workdir {
+        root: dir.path().to_path_buf(),
+    };
+    let first = hotfuzz::fuzz::lock_workdir(&w).unwrap();
+    let e = hotfuzz::fuzz::lock_workdir(&w).unwrap_err().to_string();
+    assert!(
+        e.contains(&format!("another campaign (pid {})", std::process::id())),
+        "{e}"
+    );
+    assert!(e.contains(&dir.path().display().to_string()), "{e}");
+    drop(first);
+    hotfuzz::fuzz::lock_workdir(&w).unwrap();
+}

@@ -10,6 +10,14 @@ fn hotfuzz() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hotfuzz"))
 }
 
+fn list(dir: &Path) -> Output {
+    hotfuzz()
+        .args(["report", "list", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap()
+}
+
 fn golden(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("testdata/report")
@@ -97,11 +105,7 @@ fn parse_of_a_missing_file_names_it() {
 #[test]
 fn list_shows_the_store() {
     let dir = tempfile::tempdir().unwrap();
-    let out = hotfuzz()
-        .args(["report", "list", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = list(dir.path());
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("no reports"));
 
@@ -124,11 +128,7 @@ fn list_shows_the_store() {
     };
     store.file(&r, &ev).unwrap();
     store.file(&r, &ev).unwrap();
-    let out = hotfuzz()
-        .args(["report", "list", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
+    let out = list(dir.path());
     assert!(out.status.success(), "{out:?}");
     let s = String::from_utf8_lossy(&out.stdout);
     let row = s
@@ -137,4 +137,73 @@ fn list_shows_the_store() {
         .unwrap_or_else(|| panic!("{s}"));
     assert!(row.starts_with("2 "), "{row}");
     assert!(row.contains("BAD_PAGE"), "{row}");
+}
+
+#[test]
+fn list_never_prints_control_characters_from_meta_yaml() {
+    let dir = tempfile::tempdir().unwrap();
+    let bug = dir.path().join("evil");
+    std::fs::create_dir(&bug).unwrap();
+    // A title someone edited to clear the screen and fake a line, in YAML's escapes.
+    std::fs::write(
+        bug.join("meta.yaml"),
+        "title: \"BUG: x\\e[2J\\e]0;owned\\a\\rFAKE\\nROW\"\ntype: WARNING\n\
+         first_seen: \"2026-01-01T00:00:00Z\"\nlast_seen: \"2026-01-01T00:00:00Z\\e[31m\"\n\
+         count: 1\nkernel: {release: r, origin: o}\nreproducibility: \"1/1\\e[0m\"\n",
+    )
+    .unwrap();
+    let out = list(dir.path());
+    assert!(out.status.success(), "{out:?}");
+    let s = String::from_utf8(out.stdout).unwrap();
+    assert!(s.contains("BUG: x?[2J?]0;owned??FAKE?ROW"), "{s:?}");
+    assert!(!s.chars().any(|c| c.is_control() && c != '\n'), "{s:?}");
+    assert_eq!(s.lines().count(), 2, "{s:?}");
+}
+
+#[test]
+fn list_of_a_missing_store_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo/x");
+    let out = list(&typo);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("does not exist"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("typo").exists());
+}
+
+/// A 300 MB line on stdin, and a report after it, under a 128 MiB data limit: the line is
+/// cut, not kept (reading all of stdin first needed 300 MB and more).
+#[test]
+fn parse_of_a_huge_line_on_stdin_stays_in_bounded_memory() {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -d 131072 && exec {} report parse --brief -",
+            env!("CARGO_BIN_EXE_hotfuzz")
+        ))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let writer = std::thread::spawn(move || {
+        stdin.write_all(b"[    1.000000] ").unwrap();
+        let chunk = vec![b'A'; 1 << 20];
+        for _ in 0..300 {
+            stdin.write_all(&chunk).unwrap();
+        }
+        stdin
+            .write_all(
+                b"\n[    2.000000] WARNING: CPU: 0 PID: 1 at mm/memory_hotplug.c:1 f+0x1/0x2\n",
+            )
+            .unwrap();
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(s.contains("TITLE: WARNING"), "{s}");
 }

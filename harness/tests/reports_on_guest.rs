@@ -89,7 +89,9 @@ fn bug_zoo_reports_end_to_end() {
         guest: &record,
         injections: &[],
     };
-    let filed = hotfuzz::store::file_run(&store, &reports, &r, &vm, &run_log, prov).unwrap();
+    let mut unfiled = hotfuzz::store::Unfiled::default();
+    let filed = hotfuzz::store::file_run(&store, &mut unfiled, &reports, &r, &vm, &run_log, prov);
+    let filed: Vec<_> = filed.into_iter().map(Option::unwrap).collect();
     assert!(filed[0].new);
     let rd = &filed[0].dir;
     let meta = std::fs::read_to_string(rd.join("meta.yaml")).unwrap();
@@ -122,7 +124,10 @@ fn bug_zoo_reports_end_to_end() {
     let reports2 =
         hotfuzz::judge::reports(&vm, runner.agent(), &p2, &mut r2, Duration::from_secs(10));
     assert_eq!(reports2.len(), 1, "{reports2:#?}");
-    let filed2 = hotfuzz::store::file_run(&store, &reports2, &r2, &vm, &run_log, prov).unwrap();
+    let filed2 =
+        hotfuzz::store::file_run(&store, &mut unfiled, &reports2, &r2, &vm, &run_log, prov);
+    let filed2: Vec<_> = filed2.into_iter().map(Option::unwrap).collect();
+    assert!(unfiled.is_empty() && unfiled.failures == 0);
     assert!(!filed2[0].new);
     assert_eq!(filed2[0].dir, *rd);
     assert_eq!(store.list().unwrap()[0].meta.count, 2);

@@ -1,6 +1,8 @@
 //! The `hotfuzz vm` commands as a user runs them: bad input gives clear errors, and however
 //! hotfuzz dies, no QEMU survives it.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,35 +39,22 @@ fn bad_virtio_mem_spec_is_a_clear_error() {
 
 /// (pid, state) of the children of `parent` whose command name starts with `qemu`.
 fn qemu_children(parent: u32) -> Vec<(i32, String)> {
-    let mut v = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let open = stat.find('(').unwrap();
-        let close = stat.rfind(')').unwrap();
-        let comm = &stat[open + 1..close];
-        let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
-        if comm.starts_with("qemu") && f[1].parse::<u32>() == Ok(parent) {
-            v.push((pid, f[0].to_string()));
-        }
-    }
-    v
+    common::all_processes()
+        .into_iter()
+        .filter(|(_, st)| st.comm.starts_with("qemu") && st.ppid == parent)
+        .map(|(pid, st)| (pid as i32, st.state.to_string()))
+        .collect()
 }
 
 fn gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(s) => s[s.rfind(')').unwrap() + 2..].starts_with('Z'),
-    }
+    common::proc_stat(pid as u32).is_none_or(|st| st.state == 'Z')
 }
 
 fn kill_during_boot_leaves_no_qemu(signal: i32) {
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = hotfuzz()
         .args(["vm", "boot", "--accel", "tcg", "--shell"])
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -90,6 +79,19 @@ fn kill_during_boot_leaves_no_qemu(signal: i32) {
             "QEMU {qemu} survived hotfuzz (signal {signal}, hotfuzz {status})"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // The VM directory (an initrd of megabytes) goes too, unless nothing could run.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("hotfuzz-vm-"))
+        .collect();
+    if signal == libc::SIGKILL {
+        // Removed by the next hotfuzz that makes a VM directory here (its owner is dead).
+        assert!(left.len() <= 1, "{left:?}");
+    } else {
+        assert_eq!(left, Vec::<String>::new(), "signal {signal}");
     }
 }
 

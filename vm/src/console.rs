@@ -69,7 +69,7 @@ pub enum Wait<T> {
 impl Console {
     /// Starts reading `reader` on a new thread, appending every line to `log_path`.
     pub fn spawn<R: Read + Send + 'static>(reader: R, log_path: &Path) -> Result<Console> {
-        let file = File::create(log_path)
+        let file = crate::cache::open_private(log_path, false)
             .ctx(|| format!("creating console log {}", log_path.display()))?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
@@ -96,10 +96,7 @@ impl Console {
     /// Continues the console with a new source (a QEMU started again to restore a
     /// snapshot): lines keep their numbering and are appended to the same log.
     pub fn reattach<R: Read + Send + 'static>(&self, reader: R) -> Result<()> {
-        let file = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&self.log_path)
+        let file = crate::cache::open_private(&self.log_path, true)
             .ctx(|| format!("opening console log {}", self.log_path.display()))?;
         self.lock().eof = false;
         let s2 = self.shared.clone();

@@ -8,6 +8,7 @@ use crate::host::{self, Requirement};
 use crate::image::{GuestImage, Source};
 use crate::kernel::Kernel;
 use crate::modules::{ModuleFile, ModuleIndex, ModuleRequest};
+use crate::ssh::quote;
 use crate::sysroot::{elf_needs, Sysroots};
 use std::fs;
 use std::path::PathBuf;
@@ -365,7 +366,8 @@ exec /sbin/init
 
 /// Shell function shared by the rc scripts: insmod with parameters from the command line
 /// (`module.param=value`, as modprobe would pass them), reporting failures on the console.
-const LOAD_FN: &str = r#"cmdline=$(cat /proc/cmdline)
+const LOAD_FN: &str = r#"set -f
+cmdline=$(cat /proc/cmdline)
 load() {
   m=$1; f=$2; shift 2
   p=""
@@ -383,12 +385,20 @@ pub fn boot_scripts(
     modules: &[ModuleFile],
     services: &[String],
 ) -> (String, String, String, String) {
+    // Names and parameters come from the user (`--module NAME:PARAMS`): every word is quoted,
+    // so `x=$(reboot)` reaches insmod as text and never runs in the guest's shell.
     let line = |m: &ModuleFile| {
-        format!(
-            "load {name} {MODULE_DIR}/{name}.ko {params}\n",
-            name = m.name,
-            params = m.params
-        )
+        let mut l = format!(
+            "load {} {}",
+            quote(&m.name),
+            quote(&format!("{MODULE_DIR}/{}.ko", m.name))
+        );
+        for p in m.params.split_whitespace() {
+            l.push(' ');
+            l.push_str(&quote(p));
+        }
+        l.push('\n');
+        l
     };
     let mut net = format!("#!/bin/sh\n# Written by hotfuzz: network for ssh.\n{LOAD_FN}");
     let mut rest = format!("#!/bin/sh\n# Written by hotfuzz: the remaining modules.\n{LOAD_FN}");
@@ -465,7 +475,7 @@ mod tests {
         assert!(net.find("load failover").unwrap() < net.find("load net_failover").unwrap());
         assert!(!net.contains("notifier"));
         assert!(rest.find("load notifier_error_inject").unwrap()
-            < rest.find("load memory_notifier_error_inject /lib/modules/hotfuzz/memory_notifier_error_inject.ko priority=10").unwrap());
+            < rest.find("load memory_notifier_error_inject /lib/modules/hotfuzz/memory_notifier_error_inject.ko 'priority=10'").unwrap());
         assert!(rest
             .trim_end()
             .ends_with(&format!("echo \"{READY_MARKER}\"")));
@@ -475,6 +485,56 @@ mod tests {
             .unwrap();
         assert!(svc > rest.find("load memory_notifier_error_inject").unwrap());
         assert!(svc < rest.find(READY_MARKER).unwrap());
+    }
+
+    #[test]
+    fn module_parameters_reach_insmod_as_text() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        let args = d.path().join("args");
+        let pwned = d.path().join("pwned");
+        // A fake insmod that writes one argument a line.
+        let insmod = bin.join("insmod");
+        std::fs::write(
+            &insmod,
+            format!(
+                "#!/bin/sh\nfor a; do echo \"$a\"; done >> {}\n",
+                args.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&insmod, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let evil = format!(
+            "x=$(touch {p}) y=`touch {p}`;touch {p} z=*",
+            p = pwned.display()
+        );
+        let mods = vec![ModuleFile {
+            name: "brd".into(),
+            path: "/x.ko".into(),
+            params: evil,
+        }];
+        let (_, _, _, rest) = boot_scripts(&[], &mods, &[]);
+        let script = d.path().join("rc.modules");
+        std::fs::write(&script, &rest).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .current_dir(d.path())
+            .env("PATH", format!("{}:/usr/bin:/bin", bin.display()))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        assert!(
+            !pwned.exists(),
+            "a module parameter ran in the shell:\n{rest}"
+        );
+        let got = std::fs::read_to_string(&args).unwrap();
+        let want = format!(
+            "{MODULE_DIR}/brd.ko\nx=$(touch\n{p})\ny=`touch\n{p}`;touch\n{p}\nz=*\n",
+            p = pwned.display()
+        );
+        assert_eq!(got, want);
     }
 
     #[test]

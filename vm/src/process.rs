@@ -67,6 +67,8 @@ pub fn spawn(mut cmd: Command) -> Result<Guarded> {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
                 return Err(io::Error::last_os_error());
             }
+            // QEMU's sockets (QMP: full control of QEMU) and files are the user's alone.
+            libc::umask(0o077);
             if libc::getppid() != parent {
                 // hotfuzz died between fork and prctl.
                 libc::_exit(1);
@@ -178,6 +180,156 @@ pub fn kill_all() {
     }
 }
 
+static TEMP_DIRS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+/// The file in a [`TempDir`] naming the process that owns it.
+pub const OWNER_FILE: &str = "owner.pid";
+
+/// A temporary directory (a VM's) removed when dropped, also when a signal ends hotfuzz
+/// (the handler removes every registered one after killing the guests), and by the next
+/// [`TempDir::create_in`] in the same parent when its owner died by SIGKILL: it names its
+/// owner in [`OWNER_FILE`].
+#[derive(Debug)]
+pub struct TempDir {
+    dir: Option<tempfile::TempDir>,
+}
+
+impl TempDir {
+    /// A fresh directory `PREFIX*` in `parent`, private (0700). Directories `PREFIX*` there
+    /// whose owner is dead are removed first.
+    pub fn create_in(parent: &std::path::Path, prefix: &str) -> io::Result<TempDir> {
+        sweep_dead(parent, prefix);
+        let t = tempfile::Builder::new()
+            .prefix(prefix)
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir_in(parent)?;
+        {
+            use std::io::Write;
+            crate::cache::open_private(&t.path().join(OWNER_FILE), false)?
+                .write_all(format!("{}\n", std::process::id()).as_bytes())?;
+        }
+        TEMP_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(t.path().to_path_buf());
+        Ok(TempDir { dir: Some(t) })
+    }
+
+    /// Where it is.
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.as_ref().expect("present until dropped").path()
+    }
+
+    /// Keeps the directory (evidence of a failure): never removed, by anyone.
+    pub fn keep(mut self) -> std::path::PathBuf {
+        let t = self.dir.take().expect("present until dropped");
+        forget_temp_dir(t.path());
+        let _ = std::fs::remove_file(t.path().join(OWNER_FILE));
+        t.keep()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Some(t) = self.dir.take() {
+            forget_temp_dir(t.path());
+        }
+    }
+}
+
+fn forget_temp_dir(p: &std::path::Path) {
+    TEMP_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|d| d != p);
+}
+
+/// Removes every registered [`TempDir`] (the process is about to exit without unwinding).
+pub fn remove_temp_dirs() {
+    let dirs = std::mem::take(&mut *TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Removes `PREFIX*` directories of `parent` whose [`OWNER_FILE`] names a process that no
+/// longer exists (a hotfuzz killed with SIGKILL). Directories without the file (kept ones, or
+/// made by something else) are left alone.
+fn sweep_dead(parent: &std::path::Path, prefix: &str) {
+    let Ok(rd) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if !e.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let Some(pid) = std::fs::read_to_string(e.path().join(OWNER_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks existence.
+        let dead = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if dead {
+            tracing::info!(
+                "removing {} (its hotfuzz {pid} is gone)",
+                e.path().display()
+            );
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Kills every guest, removes the VM directories and exits with `code`.
+pub fn exit_now(code: i32) -> ! {
+    kill_all();
+    remove_temp_dirs();
+    std::process::exit(code)
+}
+
+/// Starts a thread that, once process `pid` is gone (whatever killed it, SIGKILL included),
+/// kills `also` (when given), every guest of this process, removes its VM directories and
+/// exits. For forked fuzzer clients: they have no death signal for the process that launched
+/// them, and a signal that ends the launcher does not reach them.
+pub fn exit_when_gone(pid: i32, also: Option<i32>) -> Result<()> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    std::thread::Builder::new()
+        .name("hotfuzz-parent-watch".into())
+        .spawn(move || {
+            loop {
+                let gone = if fd >= 0 {
+                    let mut p = libc::pollfd {
+                        fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    // SAFETY: one valid pollfd.
+                    let n = unsafe { libc::poll(&mut p, 1, 1000) };
+                    n == 1
+                } else {
+                    // No pidfd (old kernel): poll for the process.
+                    std::thread::sleep(Duration::from_millis(250));
+                    // SAFETY: signal 0 only checks existence.
+                    let rc = unsafe { libc::kill(pid, 0) };
+                    rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+                };
+                if gone {
+                    if let Some(a) = also {
+                        // SAFETY: signalling the process that forked us.
+                        unsafe { libc::kill(a, libc::SIGKILL) };
+                    }
+                    exit_now(1);
+                }
+            }
+        })
+        .map_err(|e| Error::io("starting the parent watch thread".to_string(), e))?;
+    Ok(())
+}
+
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static STOP_REQUESTED: AtomicBool = AtomicBool::new(false);
 static GRACEFUL: AtomicBool = AtomicBool::new(false);
@@ -209,11 +361,17 @@ pub fn install_signal_handlers() {
                     kill_all();
                     continue;
                 }
-                kill_all();
-                std::process::exit(128 + sig);
+                exit_now(128 + sig);
             }
         })
         .expect("starting the signal thread");
+}
+
+/// Installs the signal handling again in a forked child (the thread that served it did not
+/// survive the fork, so SIGTERM would be caught and never acted on).
+pub fn install_signal_handlers_after_fork() {
+    INSTALLED.store(false, Ordering::SeqCst);
+    install_signal_handlers();
 }
 
 /// Switches the signal handlers to graceful mode (first signal requests a stop).
@@ -252,6 +410,134 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(running_in_group(pid), Vec::<i32>::new());
+    }
+
+    #[test]
+    fn children_create_private_files_and_sockets() {
+        // QEMU creates the QMP socket with its umask: the child's must be 077 whatever ours is.
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("umask");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c").arg(format!("umask > {}", out.display()));
+        let mut g = spawn(cmd).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while g.try_wait().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(std::fs::read_to_string(&out).unwrap().trim(), "0077");
+    }
+
+    /// Not a test on its own: the process `a_child_exits_when_its_launcher_dies` starts.
+    #[test]
+    #[ignore]
+    fn watching_child() {
+        let Ok(pid) = std::env::var("HOTFUZZ_WATCH_PID") else {
+            return;
+        };
+        let parent = std::env::temp_dir();
+        let t = TempDir::create_in(&parent, "hz-watch-").unwrap();
+        println!("{}", t.path().display());
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600");
+        let g = spawn(cmd).unwrap();
+        println!("{}", g.pid());
+        exit_when_gone(pid.parse().unwrap(), None).unwrap();
+        std::thread::sleep(Duration::from_secs(600));
+    }
+
+    #[test]
+    fn a_child_exits_when_its_launcher_dies() {
+        use std::io::BufRead;
+        // The "launcher": a shell that waits; the watching child watches it.
+        let mut launcher = Command::new("sleep").arg("600").spawn().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "process::tests::watching_child",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env("HOTFUZZ_WATCH_PID", launcher.id().to_string())
+            .env("TMPDIR", tmp.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut lines = Vec::new();
+        while lines.len() < 2 {
+            let mut l = String::new();
+            assert!(out.read_line(&mut l).unwrap() > 0, "{lines:?}");
+            if l.starts_with('/') || l.trim().parse::<i32>().is_ok() {
+                lines.push(l.trim().to_string());
+            }
+        }
+        let (dir, grandchild) = (lines[0].clone(), lines[1].parse::<i32>().unwrap());
+        assert!(std::path::Path::new(&dir).exists());
+        assert!(alive(grandchild));
+        launcher.kill().unwrap();
+        launcher.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(Instant::now() < deadline, "the child outlived its launcher");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(1));
+        while !running_in_group(grandchild).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(running_in_group(grandchild), Vec::<i32>::new());
+        assert!(!std::path::Path::new(&dir).exists(), "{dir} left behind");
+    }
+
+    #[test]
+    fn temp_dirs_go_on_drop_on_signal_exit_and_after_a_dead_owner() {
+        let parent = tempfile::tempdir().unwrap();
+        let p = parent.path();
+        let t = TempDir::create_in(p, "hz-test-").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(t.path().join(OWNER_FILE)).unwrap(),
+            format!("{}\n", std::process::id())
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |q: &std::path::Path| std::fs::metadata(q).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(t.path()), 0o700);
+        assert_eq!(mode(&t.path().join(OWNER_FILE)), 0o600);
+        let path = t.path().to_path_buf();
+        drop(t);
+        assert!(!path.exists());
+        // What the signal handler does before exiting.
+        let t = TempDir::create_in(p, "hz-test-").unwrap();
+        let path = t.path().to_path_buf();
+        remove_temp_dirs();
+        assert!(!path.exists());
+        std::mem::forget(t);
+        // A directory whose owner died by SIGKILL is removed by the next one made there; a
+        // kept one (no owner) and one of a live owner are not.
+        let mut dead = Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        for (name, owner) in [
+            ("hz-test-dead", Some(dead_pid)),
+            ("hz-test-live", Some(std::process::id())),
+            ("hz-test-kept", None),
+        ] {
+            std::fs::create_dir(p.join(name)).unwrap();
+            if let Some(o) = owner {
+                std::fs::write(p.join(name).join(OWNER_FILE), format!("{o}\n")).unwrap();
+            }
+        }
+        let kept = TempDir::create_in(p, "hz-test-").unwrap().keep();
+        assert!(!kept.join(OWNER_FILE).exists());
+        let _t = TempDir::create_in(p, "hz-test-").unwrap();
+        assert!(!p.join("hz-test-dead").exists());
+        assert!(p.join("hz-test-live").exists());
+        assert!(p.join("hz-test-kept").exists());
+        assert!(kept.exists());
     }
 
     /// Non-zombie processes whose process group is `pgid`.

@@ -125,7 +125,7 @@ impl Qmp {
         stream
             .set_read_timeout(None)
             .ctx(|| "clearing QMP timeout".into())?;
-        let log = File::create(event_log)
+        let log = crate::cache::open_private(event_log, false)
             .ctx(|| format!("creating QMP event log {}", event_log.display()))?;
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let events = Arc::new((Mutex::new(Events::default()), Condvar::new()));

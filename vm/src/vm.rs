@@ -78,7 +78,7 @@ pub struct BootTimings {
 }
 
 enum VmDir {
-    Temp(tempfile::TempDir),
+    Temp(process::TempDir),
     Kept(PathBuf),
 }
 
@@ -292,8 +292,7 @@ impl Vm {
             .map(|a| crate::ssh::quote(&a.to_string_lossy()))
             .collect::<Vec<_>>()
             .join(" ");
-        std::fs::write(d.join("qemu.cmdline"), format!("{cmdline}\n"))
-            .ctx(|| "writing qemu.cmdline".into())?;
+        write_private(&d.join("qemu.cmdline"), format!("{cmdline}\n").as_bytes())?;
         let mut cmd = Command::new(qemu);
         cmd.args(&args)
             .stdin(Stdio::null())
@@ -740,9 +739,7 @@ fn vm_dir(opts: &VmOptions) -> Result<VmDir> {
     use std::os::unix::fs::PermissionsExt;
     let parent = opts.dir_parent.clone().unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&parent).ctx(|| format!("creating {}", parent.display()))?;
-    let tmp = tempfile::Builder::new()
-        .prefix("hotfuzz-vm-")
-        .tempdir_in(&parent)
+    let tmp = process::TempDir::create_in(&parent, "hotfuzz-vm-")
         .ctx(|| format!("creating a VM directory in {}", parent.display()))?;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o700))
         .ctx(|| format!("making {} private", tmp.path().display()))?;
@@ -971,7 +968,8 @@ fn spawn_stderr_reader(
     log: &Path,
     buf: Arc<Mutex<String>>,
 ) -> Result<()> {
-    let mut file = std::fs::File::create(log).ctx(|| format!("creating {}", log.display()))?;
+    let mut file =
+        crate::cache::open_private(log, false).ctx(|| format!("creating {}", log.display()))?;
     std::thread::Builder::new()
         .name("qemu-stderr".into())
         .spawn(move || {

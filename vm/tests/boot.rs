@@ -20,9 +20,15 @@ fn boot_exec_plug_unplug_poweroff() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let kernel = Kernel::resolve(&KernelSource::DebianDefault, Arch::X86_64).unwrap();
     let image = GuestSpec::for_arch(Arch::X86_64).build(&kernel).unwrap();
+    // The most permissive umask: the VM directory must be private anyway.
+    // SAFETY: umask only sets the process's file mode mask.
+    let old_umask = unsafe { libc::umask(0) };
     let t = Instant::now();
-    let vm = Vm::boot(&kernel, &image, &tcg_options()).unwrap();
+    let vm = Vm::boot(&kernel, &image, &tcg_options());
+    unsafe { libc::umask(old_umask) };
+    let vm = vm.unwrap();
     eprintln!("booted in {:?}: {:?}", t.elapsed(), vm.timings());
+    assert_private(vm.dir());
     let out = vm.exec("uname -r; echo err >&2; exit 7").unwrap();
     assert_eq!(out.status, Some(7));
     assert_eq!(out.stdout_str().trim(), kernel.release.clone().unwrap());
@@ -57,6 +63,30 @@ fn boot_exec_plug_unplug_poweroff() {
     let pid = vm.pid();
     assert!(vm.poweroff(Duration::from_secs(30)));
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+}
+
+/// The VM directory is 0700 and nothing in it (QMP socket, logs, command line, keys) is
+/// open to the group or others.
+fn assert_private(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::symlink_metadata(p).unwrap().permissions().mode();
+    assert_eq!(mode(dir) & 0o777, 0o700, "{}", dir.display());
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let m = mode(&p);
+        assert_eq!(m & 0o077, 0, "{} is mode {:o}", p.display(), m & 0o777);
+        names.push(p.file_name().unwrap().to_string_lossy().into_owned());
+    }
+    for f in [
+        "qmp.sock",
+        "console.log",
+        "qemu.cmdline",
+        "qmp-events.log",
+        "qemu.log",
+    ] {
+        assert!(names.iter().any(|n| n == f), "no {f} in {names:?}");
+    }
 }
 
 fn mem_total_kib(vm: &Vm) -> u64 {

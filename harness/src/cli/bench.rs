@@ -217,19 +217,19 @@ fn vm(a: BenchVmArgs) -> Result<i32> {
             );
             m.insert("cold: prepare + boot".into(), json!(t.as_millis() as u64));
         }
-        println!("{}", serde_json::Value::Object(m));
+        outln!("{}", serde_json::Value::Object(m))?;
     } else {
         if let Some((p, t)) = cold {
-            println!(
+            outln!(
                 "{:<40} {:.2} s",
                 "cold: prepare (download+unpack+image)",
                 p.as_secs_f64()
-            );
-            println!("{:<40} {:.2} s", "cold: prepare + boot", t.as_secs_f64());
+            )?;
+            outln!("{:<40} {:.2} s", "cold: prepare + boot", t.as_secs_f64())?;
         }
         for (k, v) in rows {
             if let Some(v) = v {
-                println!("{k:<40} {v}");
+                outln!("{k:<40} {v}")?;
             }
         }
     }
@@ -301,26 +301,26 @@ fn exec(a: BenchExecArgs) -> Result<i32> {
         ("generated program wall time", Summary::of(&prog_times)),
     ];
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "overhead_per_op": rows[0].1, "wall_per_op": rows[1].1, "guest_per_op": rows[2].1,
                 "program_time": rows[3].1, "programs_per_s": rate, "programs": prog_times.len(),
                 "ops": ops_total,
             })
-        );
+        )?;
     } else {
         for (k, v) in rows {
             if let Some(v) = v {
-                println!("{k:<48} {v}");
+                outln!("{k:<48} {v}")?;
             }
         }
-        println!(
+        outln!(
             "{:<48} {rate:.2} ({} programs, {ops_total} ops, {:.1} s)",
             "generated programs per second",
             prog_times.len(),
             total.as_secs_f64()
-        );
+        )?;
     }
     Ok(0)
 }
@@ -345,7 +345,7 @@ fn gen(a: BenchGenArgs) -> Result<i32> {
     }
     let per_program: Vec<Duration> = runs.iter().map(|r| *r / a.programs as u32).collect();
     let s = Summary::of(&per_program).expect("five rounds");
-    println!(
+    outln!(
         "{} programs of ~{} ops x 5 rounds: median {:.0} programs/s (min {:.0}, max {:.0}); {:.1} us per program; {ops} ops",
         a.programs,
         a.len,
@@ -353,7 +353,7 @@ fn gen(a: BenchGenArgs) -> Result<i32> {
         1000.0 / s.max_ms,
         1000.0 / s.min_ms,
         s.median_ms * 1000.0
-    );
+    )?;
     Ok(0)
 }
 
@@ -419,7 +419,7 @@ fn parse(a: BenchParseArgs) -> Result<i32> {
     let grew = peak_rss_kib().saturating_sub(before);
     let s = Summary::of(&runs).expect("at least one round");
     let mb = size as f64 / 1e6;
-    println!(
+    outln!(
         "{:.1} MB log from {} logs, {found} reports, {} rounds: median {:.1} MB/s (min {:.1}, max {:.1}); peak RSS grew {} KiB (the reports' text: {} KiB)",
         mb,
         logs.len(),
@@ -429,6 +429,6 @@ fn parse(a: BenchParseArgs) -> Result<i32> {
         mb / (s.min_ms / 1000.0),
         grew,
         held / 1024
-    );
+    )?;
     Ok(0)
 }

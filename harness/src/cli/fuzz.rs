@@ -125,7 +125,7 @@ pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
 pub fn run(a: FuzzArgs) -> Result<i32> {
     let c = config(&a)?;
     if a.print_config {
-        print!("{}", serde_yaml::to_string(&c)?);
+        out!("{}", serde_yaml::to_string(&c)?)?;
         return Ok(0);
     }
     eprintln!(
@@ -143,8 +143,8 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
     let s = hotfuzz::fuzz::run(&c)?;
     let vms = c.vms as u64;
     let secs = s.elapsed.as_secs_f64().max(0.001);
-    println!("hotfuzz fuzz: {}", s.stopped);
-    println!(
+    outln!("hotfuzz fuzz: {}", s.stopped)?;
+    outln!(
         "  ran {:.0} s: {} executions ({:.2}/s), corpus {}, {} state features, {} PCs",
         secs,
         s.execs,
@@ -152,42 +152,49 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
         s.corpus,
         s.states,
         s.coverage
-    );
+    )?;
     let k = &s.counters;
-    println!(
+    outln!(
         "  guests: {} boots ({} failed), {} snapshot restores ({} failed), {} runs lost to infrastructure, {} reports suppressed, {} runs out of memory",
         k.boots, k.boot_failures, k.resets, k.reset_failures, k.infra_errors, k.suppressed, k.oom
-    );
+    )?;
     let wall_ms = (s.elapsed.as_millis() as u64) * vms;
-    println!("  time: {}", k.time.describe(wall_ms));
+    outln!("  time: {}", k.time.describe(wall_ms))?;
     if let Some(ms) = k.first_program_ms {
-        println!(
+        outln!(
             "  first program {:.1} s after the start",
             ms as f64 / 1000.0
-        );
+        )?;
     }
     if k.resets > 0 {
-        println!(
+        outln!(
             "  reset: {:.2} s on average",
             k.time.reset_ms as f64 / 1000.0 / k.resets as f64
-        );
+        )?;
+    }
+    if k.filing_failures > 0 {
+        outln!(
+            "  report store: {} filings failed, {} reports still unfiled at the end",
+            k.filing_failures,
+            k.unfiled
+        )?;
     }
     if s.reports.is_empty() {
-        println!("  no reports");
+        outln!("  no reports")?;
     } else {
-        println!("  reports ({}):", s.reports.len());
+        outln!("  reports ({}):", s.reports.len())?;
         for (title, count, dir) in &s.reports {
-            println!("    {count:>4}  {title}  ({})", dir.display());
+            outln!("    {count:>4}  {title}  ({})", dir.display())?;
         }
     }
-    println!(
+    outln!(
         "  stats: {}",
         hotfuzz::fuzz::Workdir {
             root: s.workdir.clone()
         }
         .stats()
         .display()
-    );
+    )?;
     Ok(0)
 }
 

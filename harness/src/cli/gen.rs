@@ -36,12 +36,15 @@ pub fn run(a: GenArgs) -> Result<i32> {
         Some(f) => {
             let text =
                 std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-            serde_json::from_str(&text).with_context(|| {
+            let st: GuestState = serde_json::from_str(&text).with_context(|| {
                 format!(
                     "{}: not a guest state (see `hotfuzz vm state`)",
                     f.display()
                 )
-            })?
+            })?;
+            st.check()
+                .map_err(|e| anyhow::anyhow!("{}: impossible guest state: {e}", f.display()))?;
+            st
         }
         None => GuestState::model(&MachineConfig::new(a.arch)),
     };
@@ -49,9 +52,9 @@ pub fn run(a: GenArgs) -> Result<i32> {
         let mut g = Generator::new(&d, &st, a.seed.wrapping_add(i));
         let p = g.generate(a.len);
         if i > 0 {
-            println!();
+            outln!()?;
         }
-        print!("{}", p.print(&d));
+        out!("{}", p.print(&d))?;
     }
     Ok(0)
 }

@@ -1,6 +1,23 @@
 //! The command line: one module per command, each owning its arguments and its handler;
 //! this module only names the commands and dispatches to them.
 
+/// `print!` that returns an error instead of panicking when stdout is closed or full.
+macro_rules! out {
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($t)*))
+    };
+}
+
+/// `println!` that returns an error instead of panicking when stdout is closed or full.
+macro_rules! outln {
+    () => {
+        $crate::cli::write_stdout(format_args!("\n"))
+    };
+    ($($t:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*)))
+    };
+}
+
 pub mod bench;
 pub mod bisect;
 pub mod build;
@@ -80,4 +97,33 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Bisect(a) => bisect::run_bisect(*a),
         Command::Test(a) => bisect::run_test(*a),
     }
+}
+
+/// Stdout was closed by its reader (`hotfuzz gen | head -1`): not a failure, the reader has
+/// what it wanted.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct StdoutClosed;
+
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        StdoutClosed.into()
+    } else {
+        anyhow::Error::new(e).context("writing to stdout")
+    }
+}
+
+/// Writes to stdout (what `out!` and `outln!` expand to).
+pub fn write_stdout(args: std::fmt::Arguments) -> anyhow::Result<()> {
+    use std::io::Write;
+    std::io::stdout()
+        .lock()
+        .write_fmt(args)
+        .map_err(stdout_error)
+}
+
+/// Flushes stdout: a full disk is only seen here when the output fit the buffer.
+pub fn flush_stdout() -> anyhow::Result<()> {
+    use std::io::Write;
+    std::io::stdout().lock().flush().map_err(stdout_error)
 }

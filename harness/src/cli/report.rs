@@ -4,7 +4,6 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use hotfuzz::report::{self, Report};
 use hotfuzz::store::Store;
-use std::io::Read;
 
 /// `hotfuzz report ...`
 #[derive(Debug, Subcommand)]
@@ -66,39 +65,39 @@ pub struct ReportListArgs {
     pub json: bool,
 }
 
-fn print_report(r: &Report, text: bool) {
-    println!("TITLE: {}", r.title);
+fn print_report(r: &Report, text: bool) -> Result<()> {
+    outln!("TITLE: {}", r.title)?;
     for a in &r.alt_titles {
-        println!("ALT: {a}");
+        outln!("ALT: {a}")?;
     }
-    println!(
+    outln!(
         "TYPE: {}",
         serde_json::to_value(r.kind)
             .map(|v| v.as_str().unwrap_or("").to_string())
             .unwrap_or_default()
-    );
+    )?;
     if let Some(f) = &r.frame {
-        println!("FRAME: {f}");
+        outln!("FRAME: {f}")?;
     }
-    println!(
+    outln!(
         "CORRUPTED: {}",
         if r.corrupted.is_some() { "Y" } else { "N" }
-    );
+    )?;
     if let Some(c) = &r.corrupted {
-        println!("  ({c})");
+        outln!("  ({c})")?;
     }
     if r.interleaved {
-        println!("INTERLEAVED: Y");
+        outln!("INTERLEAVED: Y")?;
     }
     for d in &r.page_dump_reasons {
-        println!("PAGE DUMPED BECAUSE: {d}");
+        outln!("PAGE DUMPED BECAUSE: {d}")?;
     }
-    println!("LINES: {}-{}", r.start_line + 1, r.end_line + 1);
+    outln!("LINES: {}-{}", r.start_line + 1, r.end_line + 1)?;
     if text {
-        println!();
-        println!("{}", r.text);
+        outln!()?;
+        outln!("{}", r.text)?;
     }
-    println!();
+    outln!()
 }
 
 /// `hotfuzz report parse FILE|-`.
@@ -111,12 +110,10 @@ pub fn run(c: ReportCommand) -> Result<i32> {
 }
 
 fn parse(a: ReportParseArgs) -> Result<i32> {
+    // Both streamed: a log of any size, or one line of hundreds of megabytes, is read in
+    // bounded memory.
     let reports = if a.file.as_os_str() == "-" {
-        let mut s = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut s)
-            .context("reading stdin")?;
-        report::parse(&String::from_utf8_lossy(&s))
+        report::linux::parse_reader(std::io::stdin().lock()).context("reading stdin")?
     } else {
         let f = std::fs::File::open(&a.file)
             .with_context(|| format!("opening {}", a.file.display()))?;
@@ -139,48 +136,66 @@ fn parse(a: ReportParseArgs) -> Result<i32> {
         })
         .collect();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?)?;
     } else if reports.is_empty() {
-        println!("no reports");
+        outln!("no reports")?;
     } else {
         for r in &reports {
-            print_report(r, !a.brief);
+            print_report(r, !a.brief)?;
         }
     }
     Ok(if reports.is_empty() { 0 } else { 1 })
 }
 
+/// `s` with control characters (escape sequences, line breaks) shown as `?`: `meta.yaml` is
+/// a file anyone who can write the store may have edited, and a terminal obeys what it prints.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
 /// `hotfuzz report list`.
 fn list(a: ReportListArgs) -> Result<i32> {
-    let store = Store::open(&a.dir)?;
+    let Some(store) = Store::existing(&a.dir)? else {
+        if a.json {
+            outln!("[]")?;
+        } else {
+            outln!("no reports: {} does not exist", a.dir.display())?;
+        }
+        return Ok(0);
+    };
     let all = store.list()?;
     if a.json {
         let v: Vec<_> = all
             .iter()
             .map(|s| serde_json::json!({"dir": s.dir, "meta": s.meta}))
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(0);
     }
     if all.is_empty() {
-        println!("no reports in {}", store.root().display());
+        outln!("no reports in {}", store.root().display())?;
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<6} {:<20} {:<22} {:<5} TITLE",
-        "COUNT", "LAST SEEN", "TYPE", "REPRO"
-    );
+        "COUNT",
+        "LAST SEEN",
+        "TYPE",
+        "REPRO"
+    )?;
     for s in &all {
         let m = &s.meta;
-        println!(
+        outln!(
             "{:<6} {:<20} {:<22} {:<5} {}{}{}",
             m.count,
-            m.last_seen,
+            printable(&m.last_seen),
             serde_json::to_value(m.kind)
                 .map(|v| v.as_str().unwrap_or("").to_string())
                 .unwrap_or_default(),
-            m.reproducibility.as_deref().unwrap_or("-"),
-            m.title,
+            printable(m.reproducibility.as_deref().unwrap_or("-")),
+            printable(&m.title),
             if m.corrupted.is_some() {
                 " (corrupted)"
             } else {
@@ -191,7 +206,7 @@ fn list(a: ReportListArgs) -> Result<i32> {
             } else {
                 ""
             }
-        );
+        )?;
     }
     Ok(0)
 }

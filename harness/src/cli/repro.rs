@@ -116,38 +116,42 @@ pub fn run(a: ReproArgs) -> Result<i32> {
         }
         None => reproduce(&opts, progress)?,
     };
-    print_summary(&s);
+    print_summary(&s)?;
     Ok(if s.reproduced() { 0 } else { 1 })
 }
 
-fn print_summary(s: &ReproSummary) {
+fn print_summary(s: &ReproSummary) -> Result<()> {
     let m = &s.result;
-    println!("title:       {}", s.title.as_deref().unwrap_or("(none)"));
-    println!(
+    outln!("title:       {}", s.title.as_deref().unwrap_or("(none)"))?;
+    outln!(
         "reliability: {} before minimizing, {} after",
         m.original,
         m.reliability
             .map(|r| r.to_string())
             .unwrap_or_else(|| "-".into())
-    );
-    println!(
+    )?;
+    outln!(
         "size:        {} ops -> {} ops",
         m.original_ops,
         hotfuzz::repro::minimize::ops(&m.candidate)
-    );
-    println!(
+    )?;
+    outln!(
         "guest runs:  {} minimizing, {} in all ({} infrastructure failures), {:.0?}",
-        m.minimize_runs, m.total_runs, m.infra, s.wall
-    );
+        m.minimize_runs,
+        m.total_runs,
+        m.infra,
+        s.wall
+    )?;
     if let Some(why) = &m.gave_up {
-        println!("stopped:     {why}");
+        outln!("stopped:     {why}")?;
     }
     match &s.dir {
-        Some(d) => println!("report:      {}", d.display()),
-        None => println!("report:      none"),
+        Some(d) => outln!("report:      {}", d.display())?,
+        None => outln!("report:      none")?,
     }
     match &s.script {
-        Ok(p) => println!("reproducer:  {}", p.display()),
-        Err(why) => println!("reproducer:  none: {why}"),
+        Ok(p) => outln!("reproducer:  {}", p.display())?,
+        Err(why) => outln!("reproducer:  none: {why}")?,
     }
+    Ok(())
 }

@@ -103,8 +103,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             let reports = verdict.reports;
             reported |= !reports.is_empty();
             if let Some(store) = &store {
+                let mut unfiled = hotfuzz::store::Unfiled::default();
                 for f in hotfuzz::store::file_run(
                     store,
+                    &mut unfiled,
                     &reports,
                     &r,
                     &vm,
@@ -114,11 +116,22 @@ pub fn run(a: RunArgs) -> Result<i32> {
                         guest: &record,
                         injections: &verdict.injections,
                     },
-                )? {
+                )
+                .into_iter()
+                .flatten()
+                {
                     eprintln!(
                         "hotfuzz: {} report {}",
                         if f.new { "new" } else { "known" },
                         f.dir.display()
+                    );
+                }
+                if !unfiled.is_empty() {
+                    // Someone is watching: say so rather than keep them.
+                    anyhow::bail!(
+                        "{} report(s) could not be filed into {}",
+                        unfiled.len(),
+                        store.root().display()
                     );
                 }
             }
@@ -138,7 +151,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
                 }));
             } else {
                 if a.repeat > 1 {
-                    println!("== run {} of {}", rep + 1, a.repeat);
+                    outln!("== run {} of {}", rep + 1, a.repeat)?;
                 }
                 for o in &r.ops {
                     let runs = if o.runs > 1 {
@@ -146,17 +159,17 @@ pub fn run(a: RunArgs) -> Result<i32> {
                     } else {
                         String::new()
                     };
-                    println!(
+                    outln!(
                         "{:>3} [t{}] {:<60} {} ({:.1} ms{runs})",
                         o.index,
                         o.thread,
                         prog.ops[o.index].print(&d),
                         describe_outcome(o.outcome.as_ref()),
                         o.duration.as_secs_f64() * 1000.0
-                    );
+                    )?;
                 }
                 let s = r.summary();
-                println!(
+                outln!(
                     "program {} in {:.2}s: {}",
                     r.program_id,
                     r.duration.as_secs_f64(),
@@ -164,15 +177,15 @@ pub fn run(a: RunArgs) -> Result<i32> {
                         .map(|(k, v)| format!("{v} {k}"))
                         .collect::<Vec<_>>()
                         .join(", ")
-                );
+                )?;
                 if !r.cover.is_empty() {
-                    println!(
+                    outln!(
                         "kcov: {} PCs",
                         r.cover.values().map(|v| v.len()).sum::<usize>()
-                    );
+                    )?;
                 }
                 for rep in &reports {
-                    println!(
+                    outln!(
                         "REPORT: {}{}",
                         rep.title,
                         if rep.corrupted.is_some() {
@@ -180,7 +193,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
                         } else {
                             ""
                         }
-                    );
+                    )?;
                 }
             }
             if let Some(why) = &r.lost {
@@ -196,7 +209,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     // The logs are what a run produces: keep them (without the bulky initrd).
     vm.keep_dir();
     if a.json {
-        println!("{}", serde_json::Value::Array(json_runs));
+        outln!("{}", serde_json::Value::Array(json_runs))?;
     }
     eprintln!("console log: {}", vm.console_log().display());
     eprintln!("run log:     {}", run_log.display());

@@ -37,14 +37,14 @@ pub fn run(a: SetupArgs) -> Result<i32> {
         let k = Kernel::resolve(&KernelSource::DebianDefault, arch)?;
         let with_exec = hotfuzz::run::image::executor(arch).is_ok();
         let img = hotfuzz::run::image::program_guest(arch, with_exec)?.build(&k)?;
-        println!(
+        outln!(
             "{arch}: {} ({}), image {} ({} modules), {}",
             k.origin,
             k.release.as_deref().unwrap_or("?"),
             img.path.display(),
             img.modules.len(),
             qemu.display()
-        );
+        )?;
     }
     Ok(0)
 }

@@ -82,7 +82,7 @@ fn boot(a: VmBootArgs) -> Result<i32> {
     let uname = vm.run("uname -r").unwrap_or_default().trim().to_string();
     let ssh_ready = t.ready + t0.elapsed();
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({
                 "kernel": p.kernel.origin, "release": uname, "accel": vm.accel(),
@@ -92,10 +92,10 @@ fn boot(a: VmBootArgs) -> Result<i32> {
                 "fallbacks": t.fallbacks, "ssh_port": vm.ssh_port(), "dir": vm.dir(),
                 "console_log": vm.console_log(), "image": p.image.path, "modules": p.image.modules,
             })
-        );
+        )?;
     } else {
-        println!("kernel     {} ({uname})", p.kernel.origin);
-        println!(
+        outln!("kernel     {} ({uname})", p.kernel.origin)?;
+        outln!(
             "accel      {:?}{}",
             vm.accel(),
             if t.fallbacks.is_empty() {
@@ -103,20 +103,20 @@ fn boot(a: VmBootArgs) -> Result<i32> {
             } else {
                 format!(" (after: {})", t.fallbacks.join("; "))
             }
-        );
-        println!(
+        )?;
+        outln!(
             "boot       QEMU start -> banner {} -> /init {} -> guest ready {} (ssh ready {})",
             fmt_dur(t.banner),
             fmt_dur(t.init),
             fmt_dur(Some(t.ready)),
             fmt_dur(Some(ssh_ready))
-        );
-        println!(
+        )?;
+        outln!(
             "ssh        127.0.0.1:{} (key {})",
             vm.ssh_port(),
             vm.key_path().display()
-        );
-        println!("console    {}", vm.console_log().display());
+        )?;
+        outln!("console    {}", vm.console_log().display())?;
     }
     if a.shell {
         eprintln!("hotfuzz: shell in the guest; exit it to power off");
@@ -125,11 +125,11 @@ fn boot(a: VmBootArgs) -> Result<i32> {
     let t0 = Instant::now();
     let clean = vm.poweroff(Duration::from_secs(30));
     if !a.json {
-        println!(
+        outln!(
             "poweroff   {} in {:.2}s",
             if clean { "clean" } else { "forced" },
             t0.elapsed().as_secs_f64()
-        );
+        )?;
     }
     Ok(0)
 }
@@ -164,14 +164,14 @@ fn plug(a: VmPlugArgs) -> Result<i32> {
     vm.poweroff(Duration::from_secs(30));
     let ok = plugged == bytes && unplugged == 0;
     if a.json {
-        println!(
+        outln!(
             "{}",
             json!({"requested": bytes, "plugged": plugged, "plug_ms": plug_time.as_millis() as u64,
                    "memtotal_kib": [before, after, end], "online_blocks": blocks.trim(),
                    "unplugged_to": unplugged, "unplug_ms": unplug_time.as_millis() as u64, "ok": ok})
-        );
+        )?;
     } else {
-        println!(
+        outln!(
             "plug   {} -> device size {} in {:.2}s; MemTotal {} -> {} KiB; online blocks {}",
             format_size(bytes),
             format_size(plugged),
@@ -179,13 +179,13 @@ fn plug(a: VmPlugArgs) -> Result<i32> {
             before,
             after,
             blocks.trim()
-        );
-        println!(
+        )?;
+        outln!(
             "unplug -> device size {} in {:.2}s; MemTotal {} KiB",
             format_size(unplugged),
             unplug_time.as_secs_f64(),
             end
-        );
+        )?;
     }
     Ok(if ok { 0 } else { 1 })
 }
@@ -197,7 +197,7 @@ fn state(a: VmStateArgs) -> Result<i32> {
     let agent = hotfuzz::run::agent::Agent::connect(&vm, Instant::now() + Duration::from_secs(60))?;
     let st = hotfuzz::run::probe::guest_state(&vm, &agent)?;
     drop(agent);
-    println!("{}", serde_json::to_string_pretty(&st)?);
+    outln!("{}", serde_json::to_string_pretty(&st)?)?;
     vm.poweroff(Duration::from_secs(30));
     Ok(0)
 }

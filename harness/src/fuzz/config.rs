@@ -228,6 +228,82 @@ pub fn default_profiles() -> Vec<Profile> {
     ]
 }
 
+/// A value that parses but makes no sense, and the keys it is under, the likeliest first (in
+/// a profile or not).
+struct KeyError {
+    keys: Vec<String>,
+    profile: Option<String>,
+    msg: String,
+}
+
+/// Where `key` is written in the YAML `text` (1-based line and column): the first line that
+/// starts with `key:` (after indentation or a list dash), inside the profile named `profile`
+/// when there is one. Block-style YAML, as `ci/fuzz.yaml` is written; `None` when the key is
+/// not there (the value is a default) or is written some other way.
+fn locate(text: &str, key: &str, profile: Option<&str>) -> Option<(usize, usize)> {
+    let key_at = |line: &str| {
+        let body = line.trim_start().trim_start_matches("- ").trim_start();
+        let rest = body.strip_prefix(key)?.trim_start();
+        rest.starts_with(':').then(|| line.len() - body.len() + 1)
+    };
+    let mut lines = text.lines().enumerate();
+    if let Some(name) = profile {
+        // The line `- name: NAME` (or `name: NAME`) opens the profile.
+        let opens = |l: &str| {
+            let body = l.trim_start().trim_start_matches("- ").trim_start();
+            body.strip_prefix("name")
+                .map(str::trim_start)
+                .and_then(|r| r.strip_prefix(':'))
+                .map(|v| v.trim().trim_matches(['"', '\'']) == name)
+                .unwrap_or(false)
+        };
+        let (i, first) = lines.find(|(_, l)| opens(l))?;
+        if key == "name" {
+            return key_at(first).map(|c| (i + 1, c));
+        }
+        for (i, l) in lines {
+            if l.trim_start().starts_with("- ") && l.contains("name") {
+                // The next profile.
+                return None;
+            }
+            if let Some(c) = key_at(l) {
+                return Some((i + 1, c));
+            }
+        }
+        return None;
+    }
+    lines.find_map(|(i, l)| key_at(l).map(|c| (i + 1, c)))
+}
+
+/// How deep YAML flow collections (`[`, `{`) may nest. yaml_serde took 24 s on 100,000.
+const MAX_YAML_NESTING: usize = 64;
+
+/// Where (1-based line and column) flow collections in `text` first nest past
+/// [`MAX_YAML_NESTING`], outside quotes and comments.
+pub fn yaml_too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    for (i, line) in text.lines().enumerate() {
+        let mut quote: Option<char> = None;
+        for (col, c) in line.char_indices() {
+            match (quote, c) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(c),
+                (None, '#') => break,
+                (None, '[' | '{') => {
+                    depth += 1;
+                    if depth > MAX_YAML_NESTING {
+                        return Some((i + 1, col + 1));
+                    }
+                }
+                (None, ']' | '}') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// A configuration error at a place in the file.
 fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     match e.location() {
@@ -237,22 +313,41 @@ fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
 }
 
 impl FuzzConfig {
-    /// Reads a YAML file; keys it leaves out keep their defaults.
+    /// Reads a YAML file; keys it leaves out keep their defaults. Every error, also one of a
+    /// value that parses but makes no sense, names `FILE:LINE:COL` of the key when it is in
+    /// the file.
     pub fn load(path: &Path) -> Result<FuzzConfig> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        if let Some((line, col)) = yaml_too_deep(&text) {
+            bail!(
+                "{}:{line}:{col}: nested more than {MAX_YAML_NESTING} deep",
+                path.display()
+            );
+        }
         let c: FuzzConfig = if text.trim().is_empty() {
             FuzzConfig::default()
         } else {
             serde_yaml::from_str(&text).map_err(|e| located(path, &e))?
         };
-        c.validate()
-            .with_context(|| format!("in {}", path.display()))?;
+        if let Err(e) = c.check() {
+            let at = e
+                .keys
+                .iter()
+                .find_map(|k| locate(&text, k, e.profile.as_deref()));
+            return Err(match at {
+                Some((line, col)) => anyhow::anyhow!("{}:{line}:{col}: {}", path.display(), e.msg),
+                None => anyhow::anyhow!("{}: {}", path.display(), e.msg),
+            });
+        }
         Ok(c)
     }
 
     /// Parses YAML text (for tests and embedded configurations).
     pub fn from_yaml(text: &str) -> Result<FuzzConfig> {
+        if let Some((line, col)) = yaml_too_deep(text) {
+            bail!("{line}:{col}: nested more than {MAX_YAML_NESTING} deep");
+        }
         let c: FuzzConfig = serde_yaml::from_str(text).context("parsing the configuration")?;
         c.validate()?;
         Ok(c)
@@ -260,54 +355,99 @@ impl FuzzConfig {
 
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|e| anyhow::anyhow!(e.msg))
+    }
+
+    fn check(&self) -> std::result::Result<(), KeyError> {
+        let top = |key: &str, msg: String| KeyError {
+            keys: vec![key.into()],
+            profile: None,
+            msg,
+        };
         if self.vms == 0 {
-            bail!("vms must be at least 1");
+            return Err(top("vms", "vms must be at least 1".into()));
         }
         if self.program_len == 0 || self.max_len < self.program_len {
-            bail!(
-                "program_len ({}) must be at least 1 and at most max_len ({})",
-                self.program_len,
-                self.max_len
-            );
+            return Err(KeyError {
+                keys: vec!["program_len".into(), "max_len".into()],
+                profile: None,
+                msg: format!(
+                    "program_len ({}) must be at least 1 and at most max_len ({})",
+                    self.program_len, self.max_len
+                ),
+            });
         }
         if !(0.0..=1.0).contains(&self.race_rate) {
-            bail!("race_rate must be between 0 and 1, not {}", self.race_rate);
+            return Err(top(
+                "race_rate",
+                format!("race_rate must be between 0 and 1, not {}", self.race_rate),
+            ));
         }
         if self.profile_every == 0 {
-            bail!("profile_every must be at least 1");
+            return Err(top(
+                "profile_every",
+                "profile_every must be at least 1".into(),
+            ));
         }
         if self.restart_every == 0 {
-            bail!("restart_every must be at least 1");
+            return Err(top(
+                "restart_every",
+                "restart_every must be at least 1".into(),
+            ));
         }
         if self.profiles.is_empty() {
-            bail!("at least one profile is needed");
+            return Err(top("profiles", "at least one profile is needed".into()));
         }
         let mut names = std::collections::BTreeSet::new();
         for p in &self.profiles {
+            let here = |key: &str, msg: String| KeyError {
+                keys: vec![key.into()],
+                profile: Some(p.name.clone()),
+                msg,
+            };
             if p.name.is_empty() {
-                bail!("every profile needs a name");
+                return Err(top("profiles", "every profile needs a name".into()));
             }
             if !names.insert(&p.name) {
-                bail!("two profiles are named {}", p.name);
+                return Err(here("name", format!("two profiles are named {}", p.name)));
             }
-            for (i, s) in p.virtio_mem.iter().enumerate() {
-                hotfuzz_vm::VirtioMemSpec::parse(s, i)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("profile {}: virtio_mem {s:?}", p.name))?;
+            for (i, v) in p.virtio_mem.iter().enumerate() {
+                hotfuzz_vm::VirtioMemSpec::parse(v, i).map_err(|e| {
+                    here(
+                        "virtio_mem",
+                        format!("profile {}: virtio_mem {v:?}: {e}", p.name),
+                    )
+                })?;
             }
             if let Some(m) = &p.memory {
-                hotfuzz_vm::size::parse_size(m)
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("profile {}: memory {m:?}", p.name))?;
+                hotfuzz_vm::size::parse_size(m).map_err(|e| {
+                    here("memory", format!("profile {}: memory {m:?}: {e}", p.name))
+                })?;
             }
         }
-        self.duration()?;
-        self.settle()?;
+        self.duration()
+            .map_err(|e| top("duration", format!("{e:#}")))?;
+        self.settle().map_err(|e| top("settle", format!("{e:#}")))?;
         for s in &self.suppressions {
-            regex::Regex::new(s).with_context(|| format!("suppression {s:?}"))?;
+            regex::Regex::new(s)
+                .map_err(|e| top("suppressions", format!("suppression {s:?}: {e}")))?;
         }
         if self.kernel.package.is_some() && self.kernel.path.is_some() {
-            bail!("kernel: give a package or a path, not both");
+            return Err(top(
+                "kernel",
+                "kernel: give a package or a path, not both".into(),
+            ));
+        }
+        if !self.op_weights.is_empty() {
+            let d = crate::program::desc::Descriptions::embedded();
+            for name in self.op_weights.keys() {
+                if d.op(name).is_none() {
+                    return Err(top(
+                        name,
+                        format!("op_weights: no operation named {name:?}"),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -429,6 +569,74 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", FuzzConfig::load(&p).unwrap_err());
         assert!(e.contains("profile a"), "{e}");
+    }
+
+    #[test]
+    fn senseless_values_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.yaml");
+        let err = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            format!("{:#}", FuzzConfig::load(&p).unwrap_err())
+        };
+        let f = p.display().to_string();
+        assert_eq!(
+            err("seed: 1\nvms: 0\n"),
+            format!("{f}:2:1: vms must be at least 1")
+        );
+        let e = err("seed: 1\n\nduration: soon\n");
+        assert!(e.starts_with(&format!("{f}:3:1: duration \"soon\"")), "{e}");
+        let e = err("settle: 10 parsecs\n");
+        assert!(e.starts_with(&format!("{f}:1:1: settle")), "{e}");
+        let e = err("profiles:\n  - name: a\n  - name: b\n    memory: 1G\n    virtio_mem: [\"size=banana\"]\n");
+        assert!(
+            e.starts_with(&format!("{f}:5:5: profile b: virtio_mem")),
+            "{e}"
+        );
+        let e = err("profiles:\n  - name: a\n  - name: a\n");
+        assert!(
+            e.starts_with(&format!("{f}:2:5: two profiles are named a")),
+            "{e}"
+        );
+        // Unknown operations in op_weights.
+        let e = err("op_weights:\n  yield: 2\n  nope: 3\n");
+        assert_eq!(
+            e,
+            format!("{f}:3:3: op_weights: no operation named \"nope\"")
+        );
+        assert!(FuzzConfig::from_yaml("op_weights: {yield: 2}\n").is_ok());
+        // A key left at its default has no line.
+        let e = err("program_len: 500\n");
+        assert!(e.starts_with(&format!("{f}:1:1: program_len (500)")), "{e}");
+    }
+
+    #[test]
+    fn deep_yaml_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f.yaml");
+        let n = 100_000;
+        std::fs::write(
+            &p,
+            format!("seed: 1\nvms: {}{}\n", "[".repeat(n), "]".repeat(n)),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        let e = format!("{:#}", FuzzConfig::load(&p).unwrap_err());
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(e, format!("{}:2:70: nested more than 64 deep", p.display()));
+        assert!(
+            FuzzConfig::from_yaml(&format!("vms: {}1{}", "[".repeat(100), "]".repeat(100)))
+                .is_err()
+        );
+        // Brackets in strings and comments are text.
+        assert_eq!(
+            yaml_too_deep(&format!(
+                "a: \"{}\" # {}\n",
+                "[".repeat(100),
+                "{".repeat(100)
+            )),
+            None
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::objective::{NewTitleFeedback, ReportObserver, TitlesMetadata};
 use super::target::{Target, TargetCounters};
 use crate::program::desc::Descriptions;
 use crate::program::gen::Generator;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use libafl::corpus::Testcase;
 use libafl::corpus::{Corpus, InMemoryOnDiskCorpus, OnDiskCorpus};
 use libafl::events::{EventFirer, EventReceiver, ProgressReporter, SendExiting};
@@ -178,12 +178,17 @@ where
         let mut inputs: Vec<(String, ProgInput)> = Vec::new();
         if p.client == 0 {
             for f in &p.resume {
-                let text = std::fs::read_to_string(f)
-                    .with_context(|| format!("reading {}", f.display()))?;
-                let i = ProgInput::parse(&text).map_err(|e| {
-                    anyhow::anyhow!("{}:{}:{}: {}", f.display(), e.line, e.col, e.msg)
-                })?;
-                inputs.push((f.display().to_string(), i));
+                // `prepare_resume` put unparsable files aside; one that went bad since is
+                // skipped, not fatal.
+                let parsed = std::fs::read_to_string(f)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        ProgInput::parse(&t).map_err(|e| format!("{}:{}: {}", e.line, e.col, e.msg))
+                    });
+                match parsed {
+                    Ok(i) => inputs.push((f.display().to_string(), i)),
+                    Err(e) => tracing::warn!("{}: {e}; not resumed", f.display()),
+                }
             }
             for (name, text) in &p.seeds {
                 let i = ProgInput::parse(text)

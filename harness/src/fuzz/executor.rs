@@ -198,6 +198,12 @@ where
             (keys::SUPPRESSED, counters.suppressed, AggregatorOps::Sum),
             (keys::RESETS, counters.resets, AggregatorOps::Sum),
             (keys::OOM, counters.oom, AggregatorOps::Sum),
+            (keys::UNFILED, counters.unfiled, AggregatorOps::Sum),
+            (
+                keys::FILING_FAILURES,
+                counters.filing_failures,
+                AggregatorOps::Sum,
+            ),
             (keys::T_BOOT, counters.time.boot_ms, AggregatorOps::Sum),
             (keys::T_RESET, counters.time.reset_ms, AggregatorOps::Sum),
             (

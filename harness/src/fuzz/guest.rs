@@ -106,6 +106,8 @@ pub struct GuestTarget {
     setup: GuestSetup,
     d: Arc<Descriptions>,
     store: Store,
+    /// Reports the store could not take yet.
+    unfiled: crate::store::Unfiled,
     suppress: Vec<Regex>,
     running: Option<Running>,
     state: GuestState,
@@ -133,6 +135,7 @@ impl GuestTarget {
             setup,
             d,
             store,
+            unfiled: Default::default(),
             suppress,
             running: None,
             kinfo: None,
@@ -426,6 +429,7 @@ impl GuestTarget {
             let kinfo = self.kinfo.clone().unwrap_or_default();
             let stored = crate::store::file_run(
                 &self.store,
+                &mut self.unfiled,
                 &filed,
                 &run,
                 r.guest.vm(),
@@ -435,13 +439,15 @@ impl GuestTarget {
                     guest: &r.record,
                     injections: &injections,
                 },
-            )?;
+            );
+            self.counters.unfiled = self.unfiled.len() as u64;
+            self.counters.filing_failures = self.unfiled.failures;
             for (rep, f) in filed.iter().zip(stored) {
                 ex.reports.push(Found {
                     title: rep.title.clone(),
                     kind: rep.kind,
-                    dir: Some(f.dir),
-                    new_in_store: f.new,
+                    new_in_store: f.as_ref().is_some_and(|f| f.new),
+                    dir: f.map(|f| f.dir),
                 });
             }
         }
@@ -487,6 +493,7 @@ fn deadline_time(run: &RunResult) -> Duration {
 
 impl Target for GuestTarget {
     fn execute(&mut self, prog: &Program) -> Result<Execution> {
+        self.retry_unfiled();
         let mut last = String::new();
         for _ in 0..2 {
             match self.attempt(prog)? {
@@ -518,6 +525,26 @@ impl Target for GuestTarget {
     fn shutdown(&mut self) {
         if let Some(r) = self.running.take() {
             r.guest.shutdown();
+        }
+        self.retry_unfiled();
+        if !self.unfiled.is_empty() {
+            tracing::error!(
+                "{} report(s) could never be filed into {}",
+                self.unfiled.len(),
+                self.store.root().display()
+            );
+        }
+    }
+}
+
+impl GuestTarget {
+    /// Files the reports the store could not take before, when there are any (a disk that was
+    /// full may have room again); keeps the counters up to date.
+    fn retry_unfiled(&mut self) {
+        if !self.unfiled.is_empty() {
+            self.unfiled.retry(&self.store);
+            self.counters.unfiled = self.unfiled.len() as u64;
+            self.counters.filing_failures = self.unfiled.failures;
         }
     }
 }

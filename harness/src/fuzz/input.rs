@@ -69,7 +69,15 @@ impl HasLen for ProgInput {
 
 impl Input for ProgInput {
     fn to_file<P: AsRef<Path>>(&self, path: P) -> Result<(), libafl::Error> {
-        libafl_bolts::fs::write_file_atomic(path, self.text().as_bytes())
+        // Not LibAFL's write_file_atomic: it does not fsync, and on a full disk it leaves a
+        // `.NAME.tmp` behind that makes every later write of NAME fail. This one syncs the
+        // file and the directory, and its random temporary file removes itself on failure.
+        hotfuzz_vm::cache::atomic_write(path.as_ref(), self.text().as_bytes()).map_err(|e| {
+            libafl::Error::os_error(
+                std::io::Error::other(e.to_string()),
+                "writing a corpus entry",
+            )
+        })
     }
 
     fn from_file<P: AsRef<Path>>(path: P) -> Result<ProgInput, libafl::Error> {
@@ -106,6 +114,28 @@ mod tests {
         // postcard is what LLMP uses between fuzzer processes
         let bytes = postcard::to_allocvec(&i).unwrap();
         assert_eq!(postcard::from_bytes::<ProgInput>(&bytes).unwrap(), i);
+    }
+
+    #[test]
+    fn a_temporary_file_left_by_a_full_disk_does_not_block_a_rewrite() {
+        let i = ProgInput::parse(TEXT).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let name = i.generate_name(None);
+        // What LibAFL's atomic write left behind when it failed.
+        std::fs::write(dir.path().join(format!(".{name}.tmp")), "half").unwrap();
+        std::fs::create_dir(dir.path().join(format!(".{name}.tmp.d"))).unwrap();
+        i.to_file(dir.path().join(&name)).unwrap();
+        i.to_file(dir.path().join(&name)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(&name)).unwrap(),
+            TEXT
+        );
+        // A write that fails leaves nothing.
+        let sub = dir.path().join("gone");
+        std::fs::write(&sub, "a file, not a directory").unwrap();
+        assert!(i.to_file(sub.join(&name)).is_err());
+        let n = std::fs::read_dir(dir.path()).unwrap().count();
+        assert_eq!(n, 4);
     }
 
     #[test]

@@ -49,6 +49,14 @@ impl Workdir {
     pub fn resume(&self) -> PathBuf {
         self.root.join("corpus.resume")
     }
+    /// Corpus files that did not parse when a campaign resumed (kept for a human to look at).
+    pub fn quarantine(&self) -> PathBuf {
+        self.root.join("corpus.quarantine")
+    }
+    /// Held while a campaign uses the directory.
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
     /// Programs that caused new titles.
     pub fn solutions(&self) -> PathBuf {
         self.root.join("solutions")
@@ -102,7 +110,27 @@ pub fn prepare_resume(w: &Workdir) -> Result<Vec<PathBuf>> {
             std::fs::rename(&p, &to).with_context(|| format!("moving {}", p.display()))?;
         }
     }
-    let files = program_files(&resume)?;
+    let mut files = Vec::new();
+    for f in program_files(&resume)? {
+        // One unreadable or unparsable file (a disk that filled, a hand edit, descriptions
+        // that changed) must not stop every later start: it is put aside.
+        let bad = match std::fs::read_to_string(&f) {
+            Ok(text) => input::ProgInput::parse(&text)
+                .err()
+                .map(|e| format!("{}:{}: {}", e.line, e.col, e.msg)),
+            Err(e) => Some(e.to_string()),
+        };
+        match bad {
+            None => files.push(f),
+            Some(why) => {
+                let q = w.quarantine();
+                std::fs::create_dir_all(&q).with_context(|| format!("creating {}", q.display()))?;
+                let to = q.join(f.file_name().expect("file name"));
+                tracing::warn!("{}: {why}; moved to {}", f.display(), to.display());
+                std::fs::rename(&f, &to).with_context(|| format!("moving {}", f.display()))?;
+            }
+        }
+    }
     if files.is_empty() {
         let _ = std::fs::remove_dir(&resume);
     }
@@ -191,7 +219,7 @@ pub struct Summary {
 
 /// The bugs the store saw since `since`.
 pub fn reports_since(reports: &Path, since: SystemTime) -> Vec<(String, u64, PathBuf)> {
-    let Ok(store) = crate::store::Store::open(reports) else {
+    let Ok(Some(store)) = crate::store::Store::existing(reports) else {
         return Vec::new();
     };
     let since = humantime::format_rfc3339_seconds(since).to_string();
@@ -219,6 +247,8 @@ pub fn campaign_seed(cfg: &FuzzConfig) -> u64 {
 /// What both campaign modes start from: the descriptions, the work directory, the seeds and
 /// the corpus moved aside to be resumed.
 struct Prepared {
+    /// The work directory's lock, held for the campaign.
+    _lock: std::fs::File,
     d: Arc<crate::program::desc::Descriptions>,
     w: Workdir,
     seeds: Vec<(String, String)>,
@@ -241,14 +271,40 @@ fn prepare(cfg: &FuzzConfig) -> Result<Prepared> {
         root: cfg.workdir.clone(),
     };
     std::fs::create_dir_all(w.logs()).with_context(|| format!("creating {}", w.root.display()))?;
+    let lock = lock_workdir(&w)?;
     let seeds = load_seeds(cfg, &d)?;
     let resume = prepare_resume(&w)?;
     Ok(Prepared {
+        _lock: lock,
         d,
         w,
         seeds,
         resume,
     })
+}
+
+/// Locks the work directory for a campaign: a second campaign on it would move the first
+/// one's live corpus aside, so it is refused, naming the first.
+/// The lock is held while the returned file (or a forked client's copy) is open.
+pub fn lock_workdir(w: &Workdir) -> Result<std::fs::File> {
+    let path = w.lock();
+    match hotfuzz_vm::cache::FileLock::try_acquire(&path)? {
+        Some(l) => {
+            // Who holds it, for the message a second campaign prints (the lock is on the
+            // open file, not its content).
+            let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
+            Ok(l.into_file())
+        }
+        None => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            bail!(
+                "another campaign (pid {}) is using the work directory {}: stop it or give \
+                 this one a --workdir of its own",
+                pid.trim(),
+                w.root.display()
+            )
+        }
+    }
 }
 
 /// A check, cheap enough to call after every execution, of whether a report with one of the
@@ -277,6 +333,7 @@ fn title_watch(cfg: &FuzzConfig, since: SystemTime) -> impl Fn() -> bool {
 /// Runs a campaign with one guest in this process.
 pub fn run_single(cfg: &FuzzConfig) -> Result<Summary> {
     let Prepared {
+        _lock,
         d,
         w,
         seeds,
@@ -338,6 +395,7 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
     use libafl_bolts::shmem::{ShMemProvider, StdShMemProvider};
 
     let Prepared {
+        _lock,
         d,
         w,
         seeds,
@@ -383,10 +441,23 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
     let client_log_str = client_log.to_string_lossy().to_string();
     let outcomes = w.root.join("clients");
     std::fs::create_dir_all(&outcomes)?;
+    let pid = std::process::id();
     let mut run_client = |restored: Option<engine::FuzzState>,
                           mut mgr,
                           desc: libafl::events::ClientDescription|
      -> Result<(), libafl::Error> {
+        // A forked client: it ends with the launcher however that ends (its guests and VM
+        // directories with it), taking LibAFL's restarter between them down too; and a
+        // signal sent to it is acted on.
+        // SAFETY: getppid has no preconditions.
+        let ppid = unsafe { libc::getppid() };
+        if let Err(e) = hotfuzz_vm::process::exit_when_gone(
+            pid as i32,
+            (ppid != pid as i32 && ppid > 1).then_some(ppid),
+        ) {
+            tracing::warn!("{e}");
+        }
+        hotfuzz_vm::process::install_signal_handlers_after_fork();
         let client = desc.id().saturating_sub(1);
         let params = engine::ClientParams {
             client,
@@ -438,7 +509,6 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
             }
         }
     };
-    let pid = std::process::id();
     let launched = Launcher::builder()
         .shmem_provider(shmem)
         .configuration(EventConfig::from_name("hotfuzz"))

@@ -36,6 +36,10 @@ pub mod keys {
     pub const RESETS: &str = "resets";
     /// Runs that ran the kernel out of memory.
     pub const OOM: &str = "oom";
+    /// Reports waiting for the store (it could not take them).
+    pub const UNFILED: &str = "unfiled";
+    /// Filings that failed, retries included.
+    pub const FILING_FAILURES: &str = "filing_failures";
     /// Milliseconds booting.
     pub const T_BOOT: &str = "ms_boot";
     /// Milliseconds restoring snapshots.
@@ -86,6 +90,10 @@ pub struct Snapshot {
     pub resets: u64,
     /// Runs that ran the kernel out of memory (counted, not filed).
     pub oom: u64,
+    /// Reports waiting for the store (a full disk); filed when it takes them again.
+    pub unfiled: u64,
+    /// Filings that failed, retries included.
+    pub filing_failures: u64,
     /// Where the guests' time went (milliseconds, all guests).
     pub spent: super::target::TimeSpent,
     /// Fuzzer processes reporting.
@@ -127,6 +135,8 @@ pub struct StatusMonitor {
     started: Instant,
     started_wall: SystemTime,
     ticker: Option<std::thread::JoinHandle<()>>,
+    /// The process that made the monitor (the Launcher; its broker is a forked child).
+    creator: u32,
 }
 
 impl StatusMonitor {
@@ -141,6 +151,7 @@ impl StatusMonitor {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             ticker: None,
+            creator: std::process::id(),
         }
     }
 
@@ -157,6 +168,12 @@ impl StatusMonitor {
         if self.ticker.is_some() {
             return;
         }
+        if std::process::id() != self.creator {
+            // The broker LibAFL forked from the Launcher: it goes when the Launcher goes.
+            if let Err(e) = hotfuzz_vm::process::exit_when_gone(self.creator as i32, None) {
+                tracing::warn!("{e}");
+            }
+        }
         let shared = self.shared.clone();
         let cfg = self.cfg.clone();
         let started = self.started;
@@ -170,7 +187,7 @@ impl StatusMonitor {
 
 /// Unique titles the store saw since `since`.
 pub fn unique_since(reports: &std::path::Path, since: SystemTime) -> u64 {
-    let Ok(store) = Store::open(reports) else {
+    let Ok(Some(store)) = Store::existing(reports) else {
         return 0;
     };
     let since = humantime::format_rfc3339_seconds(since).to_string();
@@ -312,6 +329,8 @@ impl Monitor for StatusMonitor {
         s.suppressed = aggregated_number(keys::SUPPRESSED);
         s.resets = aggregated_number(keys::RESETS);
         s.oom = aggregated_number(keys::OOM);
+        s.unfiled = aggregated_number(keys::UNFILED);
+        s.filing_failures = aggregated_number(keys::FILING_FAILURES);
         s.spent = super::target::TimeSpent {
             boot_ms: aggregated_number(keys::T_BOOT),
             reset_ms: aggregated_number(keys::T_RESET),

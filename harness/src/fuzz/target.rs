@@ -116,6 +116,12 @@ pub struct TargetCounters {
     pub infra_errors: u64,
     /// Reports suppressed.
     pub suppressed: u64,
+    /// Reports the store could not take yet (a full disk): kept in memory, filed later.
+    #[serde(default)]
+    pub unfiled: u64,
+    /// Filings that failed, retries included.
+    #[serde(default)]
+    pub filing_failures: u64,
     /// Guests restored from their snapshot.
     pub resets: u64,
     /// Restores that failed (the guest was booted again instead).
@@ -138,6 +144,8 @@ impl TargetCounters {
         self.boot_failures += o.boot_failures;
         self.infra_errors += o.infra_errors;
         self.suppressed += o.suppressed;
+        self.unfiled += o.unfiled;
+        self.filing_failures += o.filing_failures;
         self.resets += o.resets;
         self.reset_failures += o.reset_failures;
         self.oom += o.oom;

@@ -616,6 +616,8 @@ impl<'a> Generator<'a> {
                     Some(d) => (d.block_size, d.max),
                     None => (2 << 20, 4 << 30),
                 };
+                // A state that went unchecked must not divide by zero.
+                let bs = bs.max(1);
                 let mb = st.block_size.max(bs);
                 let r: f64 = self.rng.gen();
                 if r < 0.15 {

@@ -121,13 +121,51 @@ impl GuestState {
         }
     }
 
+    /// Whether the state is one a kernel can have: block and page sizes that are powers of
+    /// two (a zero would divide by zero later), devices of at most 2^20 blocks. A state file
+    /// given by the user and a state read from a guest both go through this.
+    pub fn check(&self) -> Result<(), String> {
+        let pow2 = |what: &str, v: u64, max: u64| {
+            if v.is_power_of_two() && v <= max {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{what} {v:#x} is not a power of two up to {max:#x}"
+                ))
+            }
+        };
+        pow2("page_size", self.page_size, 1 << 30)?;
+        pow2("block_size", self.block_size, 1 << 40)?;
+        if self.block_size < self.page_size {
+            return Err(format!(
+                "block_size {:#x} is smaller than page_size {:#x}",
+                self.block_size, self.page_size
+            ));
+        }
+        for d in &self.devices {
+            pow2(
+                &format!("device {} block_size", d.id),
+                d.block_size,
+                1 << 40,
+            )?;
+            if d.max / self.block_size.max(d.block_size) > 1 << 20 {
+                return Err(format!("device {} is more than 2^20 blocks", d.id));
+            }
+        }
+        if self.nodes.is_empty() {
+            return Err("no NUMA nodes".into());
+        }
+        Ok(())
+    }
+
     /// Memory block ids virtio-mem devices can ever provide (present or not).
     pub fn hotplug_blocks(&self) -> Vec<u64> {
         let mut v = Vec::new();
         for d in &self.devices {
-            let first = d.memaddr / self.block_size;
-            let n = d.max / self.block_size;
-            v.extend(first..first + n);
+            let bs = self.block_size.max(1);
+            let first = d.memaddr / bs;
+            let n = (d.max / bs).min(1 << 20);
+            v.extend(first..first.saturating_add(n));
         }
         v
     }
@@ -170,6 +208,29 @@ mod tests {
         assert_eq!(parse_node_list("0"), vec![0]);
         assert_eq!(parse_node_list("0-2,5\n"), vec![0, 1, 2, 5]);
         assert_eq!(parse_node_list("garbage"), vec![0]);
+    }
+
+    #[test]
+    fn impossible_states_are_refused() {
+        let good = GuestState::model(&MachineConfig::new(Arch::X86_64));
+        assert_eq!(good.check(), Ok(()));
+        let mut s = good.clone();
+        s.block_size = 0;
+        assert!(s.check().unwrap_err().contains("block_size 0x0"));
+        // Nothing divides by zero even unchecked.
+        assert!(s.hotplug_blocks().len() <= 1 << 20);
+        let mut s = good.clone();
+        s.devices[0].block_size = 0;
+        assert!(s.check().unwrap_err().contains("device vm0 block_size"));
+        let mut s = good.clone();
+        s.page_size = 0;
+        assert!(s.check().is_err());
+        let mut s = good.clone();
+        s.devices[0].max = u64::MAX;
+        assert!(s.check().unwrap_err().contains("2^20"));
+        let mut s = good;
+        s.nodes.clear();
+        assert!(s.check().is_err());
     }
 
     #[test]

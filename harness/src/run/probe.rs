@@ -81,7 +81,7 @@ done
             });
         }
     }
-    Ok(GuestState {
+    let st = GuestState {
         arch: machine.arch,
         page_size,
         block_size,
@@ -90,7 +90,10 @@ done
         devices,
         boot_ram: machine.memory,
         unsupported,
-    })
+    };
+    st.check()
+        .map_err(|e| anyhow::anyhow!("the guest reported an impossible state: {e}"))?;
+    Ok(st)
 }
 
 /// What the harness knows about the guest after a run.

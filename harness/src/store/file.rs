@@ -3,10 +3,9 @@
 //! the guest it ran on (as typed fields of `meta.yaml`, so a reproducer reads them back
 //! exactly).
 
-use super::{Evidence, Filed, KernelInfo, Store};
+use super::{Evidence, Filed, KernelInfo, Store, Unfiled};
 use crate::report::Report;
 use crate::run::runner::RunResult;
-use anyhow::Result;
 use hotfuzz_vm::{Accel, Kernel, MachineConfig, Vm};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -97,15 +96,18 @@ pub struct Provenance<'a> {
 
 /// Files every report of a judged run into `store`: the console excerpt, the full console log,
 /// the run log and every program in it (all of them since the guest booted: state a program
-/// left behind belongs to a later report's history).
+/// left behind belongs to a later report's history). Reports waiting in `unfiled` are filed
+/// first; one the store cannot take now joins them (its entry is `None`).
 pub fn file_run(
     store: &Store,
+    unfiled: &mut Unfiled,
     reports: &[Report],
     r: &RunResult,
     vm: &Vm,
     run_log: &Path,
     prov: Provenance<'_>,
-) -> Result<Vec<Filed>> {
+) -> Vec<Option<Filed>> {
+    unfiled.retry(store);
     let programs = std::fs::read_to_string(run_log)
         .map(|t| crate::run::runlog::program_texts(&t))
         .unwrap_or_default();
@@ -121,7 +123,7 @@ pub fn file_run(
             symbolized: None,
             injections: prov.injections.to_vec(),
         };
-        filed.push(store.file(rep, &ev)?);
+        filed.push(unfiled.file(store, rep, &ev));
     }
-    Ok(filed)
+    filed
 }

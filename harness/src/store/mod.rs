@@ -147,6 +147,19 @@ impl Store {
         })
     }
 
+    /// The store at `root` for reading, creating nothing: `None` when there is no
+    /// directory there (a read-only command given a mistyped path must not make it).
+    pub fn existing(root: &Path) -> Result<Option<Store>> {
+        match std::fs::metadata(root) {
+            Ok(m) if m.is_dir() => Ok(Some(Store {
+                root: root.to_path_buf(),
+            })),
+            Ok(_) => anyhow::bail!("{} is not a directory", root.display()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", root.display())),
+        }
+    }
+
     /// Where the store is.
     pub fn root(&self) -> &Path {
         &self.root
@@ -165,6 +178,14 @@ impl Store {
                 continue;
             }
             let meta_path = dir.join("meta.yaml");
+            // hotfuzz writes a few KB; a huge file is not one of ours (and would be slow).
+            if std::fs::metadata(&meta_path).is_ok_and(|m| m.len() > MAX_META_BYTES) {
+                tracing::warn!(
+                    "{}: larger than {MAX_META_BYTES} bytes",
+                    meta_path.display()
+                );
+                continue;
+            }
             let Ok(text) = std::fs::read_to_string(&meta_path) else {
                 continue;
             };
@@ -189,7 +210,15 @@ impl Store {
     /// Files `r`: a new directory for a new bug, or an updated count (and, when the stored
     /// report was corrupted and this one is not, the better evidence) for a known one.
     pub fn file(&self, r: &Report, ev: &Evidence) -> Result<Filed> {
+        let files = EvidenceFiles::read(ev)?;
+        self.file_loaded(r, ev, &files)
+    }
+
+    fn file_loaded(&self, r: &Report, ev: &Evidence, files: &EvidenceFiles) -> Result<Filed> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("creating report store {}", self.root.display()))?;
         let _lock = FileLock::acquire(&self.root.join(".lock"))?;
+        self.remove_stale_new_dirs();
         if let Some(s) = self.find(r)? {
             let mut meta = s.meta.clone();
             meta.count += 1;
@@ -211,7 +240,7 @@ impl Store {
                 // A clean report of a bug first seen corrupted: keep the clean evidence.
                 meta.corrupted = None;
                 meta.frame = r.frame.clone();
-                write_evidence(&s.dir, r, ev)?;
+                write_evidence(&s.dir, r, ev, files)?;
             }
             atomic_write(
                 &s.dir.join("meta.yaml"),
@@ -243,14 +272,143 @@ impl Store {
             injected_count: u64::from(!ev.injections.is_empty()),
             reproducibility: None,
         };
-        write_evidence(tmp.path(), r, ev)?;
+        write_evidence(tmp.path(), r, ev, files)?;
         atomic_write(
             &tmp.path().join("meta.yaml"),
             serde_yaml::to_string(&meta)?.as_bytes(),
         )?;
-        let kept = tmp.keep();
-        std::fs::rename(&kept, &dir).with_context(|| format!("storing {}", dir.display()))?;
+        if std::fs::symlink_metadata(&dir).is_ok() {
+            // The bug's directory is there but `find` could not read it (meta.yaml damaged,
+            // unreadable or missing): keep it aside for a human and file afresh.
+            let aside = self.root.join(format!(
+                ".damaged-{}-{}",
+                slug(&r.title),
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0)
+            ));
+            tracing::warn!(
+                "{}: unreadable report directory moved to {}",
+                dir.display(),
+                aside.display()
+            );
+            std::fs::rename(&dir, &aside)
+                .with_context(|| format!("moving damaged {} aside", dir.display()))?;
+        }
+        // Renamed from the temporary directory, which removes itself if this fails.
+        std::fs::rename(tmp.path(), &dir).with_context(|| format!("storing {}", dir.display()))?;
+        let _ = tmp.keep();
         Ok(Filed { dir, new: true })
+    }
+
+    /// Removes `.new-*` directories: a filer killed while writing one left it (filing holds
+    /// the store's lock, so no live filer owns one now).
+    fn remove_stale_new_dirs(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.root) else {
+            return;
+        };
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".new-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// meta.yaml files larger than this are not read.
+const MAX_META_BYTES: u64 = 1 << 20;
+
+/// The files of an [`Evidence`], read: a report kept after a failed filing is filed later
+/// with them even when the VM's directory is gone by then.
+#[derive(Debug, Clone, Default)]
+struct EvidenceFiles {
+    console_log: Option<Vec<u8>>,
+    run_log: Option<Vec<u8>>,
+}
+
+impl EvidenceFiles {
+    fn read(ev: &Evidence) -> Result<EvidenceFiles> {
+        let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
+        };
+        Ok(EvidenceFiles {
+            console_log: read(&ev.console_log)?,
+            run_log: read(&ev.run_log)?,
+        })
+    }
+}
+
+/// Reports the store could not take (a full disk, a damaged store), kept in memory with their
+/// evidence read in and filed again at the next chance; the campaign goes on meanwhile.
+#[derive(Debug, Default)]
+pub struct Unfiled {
+    queue: std::collections::VecDeque<(Report, Evidence, EvidenceFiles)>,
+    /// Filings that failed (a report retried three times counts three).
+    pub failures: u64,
+    /// Reports given up on because too many were waiting.
+    pub dropped: u64,
+}
+
+/// At most this many reports wait for the store, the oldest dropped first.
+const MAX_UNFILED: usize = 64;
+
+impl Unfiled {
+    /// Files `r`, or keeps it for later when the store fails; `None` then.
+    pub fn file(&mut self, store: &Store, r: &Report, ev: &Evidence) -> Option<Filed> {
+        let files = match EvidenceFiles::read(ev) {
+            Ok(f) => f,
+            Err(e) => {
+                // The logs are gone: file what is in memory.
+                tracing::warn!("report {:?}: {e:#}", r.title);
+                EvidenceFiles::default()
+            }
+        };
+        match store.file_loaded(r, ev, &files) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!("could not file {:?} (kept to retry): {e:#}", r.title);
+                self.queue.push_back((r.clone(), ev.clone(), files));
+                while self.queue.len() > MAX_UNFILED {
+                    self.queue.pop_front();
+                    self.dropped += 1;
+                }
+                None
+            }
+        }
+    }
+
+    /// Files the waiting reports, oldest first, until one fails; what was filed.
+    pub fn retry(&mut self, store: &Store) -> Vec<Filed> {
+        let mut done = Vec::new();
+        while let Some((r, ev, files)) = self.queue.front() {
+            match store.file_loaded(r, ev, files) {
+                Ok(f) => {
+                    tracing::info!("filed {:?} after all", r.title);
+                    done.push(f);
+                    self.queue.pop_front();
+                }
+                Err(e) => {
+                    self.failures += 1;
+                    tracing::debug!("still cannot file {:?}: {e:#}", r.title);
+                    break;
+                }
+            }
+        }
+        done
+    }
+
+    /// Reports waiting.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// No report is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
 }
 
@@ -266,7 +424,7 @@ impl Meta {
     }
 }
 
-fn write_evidence(dir: &Path, r: &Report, ev: &Evidence) -> Result<()> {
+fn write_evidence(dir: &Path, r: &Report, ev: &Evidence, files: &EvidenceFiles) -> Result<()> {
     let mut report = format!("{}\n\n{}\n", r.title, r.text);
     if let Some(c) = &r.corrupted {
         report = format!("{}\n(corrupted: {c})\n\n{}\n", r.title, r.text);
@@ -300,10 +458,12 @@ fn write_evidence(dir: &Path, r: &Report, ev: &Evidence) -> Result<()> {
         }
         atomic_write(&dir.join("programs.prog"), p.as_bytes())?;
     }
-    for (src, name) in [(&ev.console_log, "console.log"), (&ev.run_log, "run.log")] {
-        if let Some(src) = src {
-            let data = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-            atomic_write(&dir.join(name), &data)?;
+    for (data, name) in [
+        (&files.console_log, "console.log"),
+        (&files.run_log, "run.log"),
+    ] {
+        if let Some(data) = data {
+            atomic_write(&dir.join(name), data)?;
         }
     }
     Ok(())
@@ -397,6 +557,99 @@ mod tests {
         s.file(&a, &Evidence::default()).unwrap();
         let b = rep("WARNING in foo_inlined", false);
         assert!(!s.file(&b, &Evidence::default()).unwrap().new);
+    }
+
+    fn hidden(root: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(root)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') && n != ".lock")
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_damaged_directory_with_the_same_title_loses_no_report() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let r = rep("WARNING in foo", false);
+        let first = s.file(&r, &Evidence::default()).unwrap();
+        // Its meta.yaml damaged (or unreadable): `find` cannot see the bug any more.
+        std::fs::write(first.dir.join("meta.yaml"), "title: [unclosed").unwrap();
+        let again = s.file(&r, &Evidence::default()).unwrap();
+        assert!(again.new);
+        assert_eq!(again.dir, first.dir);
+        assert_eq!(s.list().unwrap()[0].meta.title, "WARNING in foo");
+        // The damaged one kept aside, no half-written directory left.
+        let h = hidden(d.path());
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h[0].starts_with(".damaged-WARNING-in-foo-"), "{h:?}");
+        assert_eq!(
+            std::fs::read_to_string(d.path().join(&h[0]).join("meta.yaml")).unwrap(),
+            "title: [unclosed"
+        );
+    }
+
+    #[test]
+    fn directories_left_by_a_killed_filer_are_removed() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let stale = d.path().join(".new-killed");
+        std::fs::create_dir(&stale).unwrap();
+        std::fs::write(stale.join("report.txt"), "half").unwrap();
+        s.file(&rep("WARNING in foo", false), &Evidence::default())
+            .unwrap();
+        assert_eq!(hidden(d.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_report_the_store_cannot_take_is_kept_and_filed_later() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("reports");
+        let s = Store::open(&root).unwrap();
+        let log = d.path().join("console.log");
+        std::fs::write(&log, "the console\n").unwrap();
+        let ev = Evidence {
+            console_log: Some(log.clone()),
+            excerpt: "excerpt".into(),
+            ..Evidence::default()
+        };
+        // The store is unusable (here: its directory became a file).
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::write(&root, "not a directory").unwrap();
+        let mut u = Unfiled::default();
+        assert!(u.file(&s, &rep("WARNING in foo", false), &ev).is_none());
+        assert!(u.file(&s, &rep("WARNING in bar", false), &ev).is_none());
+        assert_eq!((u.len(), u.failures), (2, 2));
+        assert!(u.retry(&s).is_empty());
+        assert_eq!((u.len(), u.failures), (2, 3));
+        // The store works again; the VM's console log is gone by now.
+        std::fs::remove_file(&root).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        let filed = u.retry(&s);
+        assert_eq!(filed.len(), 2);
+        assert!(u.is_empty());
+        let all = s.list().unwrap();
+        assert_eq!(all.len(), 2);
+        for st in &all {
+            assert_eq!(
+                std::fs::read_to_string(st.dir.join("console.log")).unwrap(),
+                "the console\n"
+            );
+        }
+        // At most MAX_UNFILED wait; the oldest go first and are counted.
+        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::write(&root, "").unwrap();
+        for i in 0..MAX_UNFILED + 3 {
+            u.file(
+                &s,
+                &rep(&format!("WARNING in f{i}"), false),
+                &Evidence::default(),
+            );
+        }
+        assert_eq!((u.len(), u.dropped), (MAX_UNFILED, 3));
     }
 
     #[test]

@@ -66,3 +66,37 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() 
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
+
+/// A process as /proc/PID/stat shows it.
+#[derive(Debug, Clone)]
+pub struct ProcStat {
+    /// Command name.
+    pub comm: String,
+    /// State letter (`Z`: a zombie).
+    pub state: char,
+    /// Parent pid.
+    pub ppid: u32,
+}
+
+/// /proc/PID/stat of `pid`, when it exists.
+pub fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let mut f = stat[close + 2..].split_whitespace();
+    Some(ProcStat {
+        comm: stat[open + 1..close].to_string(),
+        state: f.next()?.chars().next()?,
+        ppid: f.next()?.parse().ok()?,
+    })
+}
+
+/// Every process as (pid, stat).
+pub fn all_processes() -> Vec<(u32, ProcStat)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter_map(|pid| proc_stat(pid).map(|s| (pid, s)))
+        .collect()
+}

@@ -415,11 +415,48 @@ fn bracket_delta(line: &str) -> i32 {
     d
 }
 
+/// How deep brackets may nest in one statement. syzlang-parser recurses once per level and
+/// overflowed the stack at a few thousand; real descriptions nest four or five deep.
+const MAX_NESTING: usize = 32;
+
+/// The deepest bracket nesting in `text` (outside strings and comments), and the line
+/// (0-based, within `text`) where it first goes past [`MAX_NESTING`].
+fn too_deep(text: &str) -> Option<usize> {
+    let mut depth: usize = 0;
+    for (i, line) in text.lines().enumerate() {
+        let mut quote = false;
+        for c in line.chars() {
+            match c {
+                '"' => quote = !quote,
+                '#' if !quote => break,
+                '(' | '[' | '{' if !quote => {
+                    depth += 1;
+                    if depth > MAX_NESTING {
+                        return Some(i);
+                    }
+                }
+                ')' | ']' | '}' if !quote => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 static PANIC_HOOK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Parses one statement with syzlang-parser, turning its errors and panics into a
 /// [`DescError`] at `loc`.
 fn parse_statement(text: &str, loc: &Loc) -> Result<Vec<Statement>, DescError> {
+    if let Some(i) = too_deep(text) {
+        return Err(DescError {
+            loc: Loc {
+                file: loc.file.clone(),
+                line: loc.line + i,
+            },
+            msg: format!("brackets nest more than {MAX_NESTING} deep"),
+        });
+    }
     // syzlang-parser reports unbalanced brackets by panicking in places; contain that and keep
     // the default panic message off the terminal while parsing.
     let _g = PANIC_HOOK.lock().unwrap_or_else(|e| e.into_inner());
@@ -632,6 +669,31 @@ mod tests {
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect();
         Descriptions::from_sources(&v)
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_at_its_line() {
+        // 9000 levels overflowed syzlang-parser's stack and aborted hotfuzz.
+        let n = 9000;
+        let deep = format!(
+            "yield()\n\ndeep(a {}int32{})\n",
+            "ptr[in, ".repeat(n),
+            "]".repeat(n)
+        );
+        let e = load(&[("t.txt", &deep)]).unwrap_err();
+        assert_eq!(e.to_string(), "t.txt:3: brackets nest more than 32 deep");
+        // Over several lines, the line where it went too deep.
+        let lines = format!(
+            "deep(a {}\nint32{})\n",
+            "ptr[in,\n".repeat(40),
+            "]".repeat(40)
+        );
+        let e = load(&[("t.txt", &lines)]).unwrap_err();
+        assert_eq!(e.loc.line, 32);
+        // Brackets in comments and strings do not count.
+        let fine = format!("# {}\nyield()\n", "[".repeat(100));
+        assert!(too_deep(&fine).is_none());
+        assert!(too_deep(&format!("x(\"{}\")", "[".repeat(100))).is_none());
     }
 
     #[test]
