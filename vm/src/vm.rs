@@ -670,6 +670,24 @@ impl Vm {
             )
     }
 
+    /// QEMU's process is stopped (SIGSTOP or a debugger from outside, state `T`/`t` in
+    /// /proc): a silent guest then says nothing about its kernel.
+    pub fn stopped(&self) -> bool {
+        if self.exit_status().is_some() {
+            return false;
+        }
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .ok()
+            .and_then(|s| {
+                // pid (comm) STATE ...: comm may hold spaces and parentheses.
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace()
+                    .next()
+                    .map(|st| st == "T" || st == "t")
+            })
+            .unwrap_or(false)
+    }
+
     /// QEMU's exit status once it has exited.
     pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         self.proc

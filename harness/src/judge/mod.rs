@@ -116,6 +116,14 @@ pub fn judge(
     settle: Duration,
 ) -> Verdict {
     let mut reports = reports(vm, agent, prog, run, settle);
+    if vm.stopped() && !kernel_says(&reports) {
+        // Stopped from outside: the silence, the lost agent and the stuck operations are the
+        // host's doing.
+        return Verdict {
+            infra: Some("QEMU was stopped from outside (SIGSTOP) during the run".into()),
+            ..Verdict::default()
+        };
+    }
     let mut hang_wait = Duration::ZERO;
     if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
         let t = Instant::now();
