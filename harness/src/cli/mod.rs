@@ -5,6 +5,7 @@ pub mod bench;
 pub mod fuzz;
 pub mod gen;
 pub mod guest_flags;
+pub mod nightly;
 pub mod report;
 pub mod repro;
 pub mod run;
@@ -51,6 +52,10 @@ pub enum Command {
     /// programs and write repro.prog and a standalone repro.sh into the report directory.
     /// Exit status 0 when it reproduced, 1 when it did not.
     Repro(Box<repro::ReproArgs>),
+    /// A whole night for CI within a budget: the regression suite, fuzzing, reproducing the
+    /// new bugs, and results (JUnit, JSON, an HTML page, mails). Exit status 0 nothing new,
+    /// 1 a new bug or a regression, 2 the night could not run.
+    Nightly(Box<nightly::NightlyArgs>),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -64,5 +69,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Gen(a) => gen::run(a),
         Command::Report(c) => report::run(c),
         Command::Repro(a) => repro::run(*a),
+        Command::Nightly(a) => nightly::run(*a),
     }
 }

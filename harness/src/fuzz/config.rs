@@ -228,8 +228,8 @@ pub fn default_profiles() -> Vec<Profile> {
     ]
 }
 
-/// A configuration error at a place in the file.
-fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
+/// A configuration error at a place in the file (`file:line:col: message`).
+pub fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     match e.location() {
         Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => anyhow::anyhow!("{}: {e}", path.display()),
