@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzing benchmark (BENCHMARKS.md): runs short campaigns and prints, per run, executions per
-# second, the time from start to the first report of each title, and the guest restart costs.
+# second, the time from start to the first report of each title, the wall-time breakdown,
+# the time to the first program, and the guest boot and snapshot-restore costs.
 #
 #   ci/bench-fuzz.sh RUNS DURATION [hotfuzz fuzz flags...]
 #   ci/bench-fuzz.sh 3 3m --bugzoo warn_reonline,stuck_offline --no-seeds
@@ -18,7 +19,7 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR) printf "%s", (NR%2 ? a[(NR+1)/
 minmax() { sort -g | awk 'NR==1{min=$1} {max=$1} END {if (NR) printf "%s/%s", min, max}'; }
 rm -rf "$out"
 mkdir -p "$out"
-: >"$out/rates" ; : >"$out/finds" ; : >"$out/restarts"
+: >"$out/rates" ; : >"$out/finds" ; : >"$out/restarts" ; : >"$out/resets"
 for i in $(seq 1 "$runs"); do
   d="$out/run$i"
   start=$(date +%s.%N)
@@ -39,11 +40,15 @@ for i in $(seq 1 "$runs"); do
   done
   sed -nE 's/.*ready for programs in ([0-9.]+)(m?s).*/\1 \2/p' "$d.err" |
     awk '{print ($2 == "ms") ? $1 / 1000 : $1}' >>"$out/restarts"
+  sed -nE 's/.*restored in ([0-9.]+)(m?s).*/\1 \2/p' "$d.err" |
+    awk '{print ($2 == "ms") ? $1 / 1000 : $1}' >>"$out/resets"
   echo "run $i: $execs execs in ${elapsed}s = $rate/s"
+  grep -E '^  (time|first program|guests):' "$d.out" | sed "s/^ /  run $i:/" || true
 done
 echo "execs/s:        median $(median <"$out/rates")  min/max $(minmax <"$out/rates")  ($runs runs)"
 cut -f1 "$out/finds" | sort -u | while IFS= read -r t; do
   awk -F'\t' -v t="$t" '$1 == t {print $2}' "$out/finds" >"$out/find"
   echo "first '$t' (s): median $(median <"$out/find")  min/max $(minmax <"$out/find")  (in $(wc -l <"$out/find") of $runs runs)"
 done
-echo "restart (s):    median $(median <"$out/restarts")  min/max $(minmax <"$out/restarts")  ($(wc -l <"$out/restarts") boots)"
+echo "boot (s):       median $(median <"$out/restarts")  min/max $(minmax <"$out/restarts")  ($(wc -l <"$out/restarts") boots)"
+echo "restore (s):    median $(median <"$out/resets")  min/max $(minmax <"$out/resets")  ($(wc -l <"$out/resets") restores)"

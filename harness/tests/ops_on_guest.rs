@@ -486,6 +486,32 @@ cec_pfn(pfn=r3)
         "hard-offlined page is poisoned"
     );
 
+    // hotfuzz's own pages are never poisoned: init's busybox text refuses memory_failure().
+    let text = c.sh("grep -m1 ' r-xp ' /proc/1/maps | cut -d- -f1");
+    let start = u64::from_str_radix(&text, 16).unwrap();
+    let entries = c.sh(&format!(
+        "dd if=/proc/1/pagemap bs=8 skip={} count=64 2>/dev/null | od -An -v -tx8",
+        start / 4096
+    ));
+    let pfn = entries
+        .split_whitespace()
+        .filter_map(|e| u64::from_str_radix(e, 16).ok())
+        .find(|e| e >> 63 == 1)
+        .map(|e| e & ((1 << 55) - 1))
+        .expect("a resident page of init's text");
+    let (_, r) = c.run(
+        &mut runner,
+        &format!("hard_offline(pfn={pfn:#x})\nhwpoison_corrupt(pfn={pfn:#x})\n"),
+    );
+    for i in 0..2 {
+        assert!(
+            matches!(out(&r, i), Outcome::Errno { errno: 1, .. }),
+            "a page of init was offered to memory_failure: {:?}",
+            r.ops[i]
+        );
+    }
+    assert_eq!(kpageflags(&c, pfn) & KPF_HWPOISON, 0);
+
     // The run log names every operation as it starts, on the host clock the console uses.
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("executing op 9 (thread 0"), "{log}");

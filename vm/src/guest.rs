@@ -312,19 +312,24 @@ impl GuestSpec {
     }
 }
 
-/// busybox init's table. `sysinit` (network) completes first; then dropbear starts (and is
-/// respawned if it dies, e.g. to the OOM killer) while the remaining modules load.
+/// busybox init's table. The modules (and the services, the guest agent among them) and the
+/// network load side by side: what programs need does not wait for what ssh needs. dropbear
+/// starts once the network is up, and is respawned if it dies (e.g. to the OOM killer).
 const INITTAB: &str = "\
-::sysinit:/etc/hotfuzz/rc.net
-::respawn:/etc/hotfuzz/sshd
 ::once:/etc/hotfuzz/rc.modules
+::once:/etc/hotfuzz/rc.net
+::respawn:/etc/hotfuzz/sshd
 ::shutdown:/bin/sync
 ";
 
-/// Starts dropbear in the foreground, protected from the OOM killer, with the per-VM host key
-/// (-R only as a fallback), key logins only (-s).
+/// Where rc.net says the network is up.
+const NET_UP_FLAG: &str = "/dev/shm/.hotfuzz-net-up";
+
+/// Starts dropbear in the foreground once the network is up, protected from the OOM killer,
+/// with the per-VM host key (-R only as a fallback), key logins only (-s).
 const SSHD: &str = "\
 #!/bin/sh
+while [ ! -e /dev/shm/.hotfuzz-net-up ]; do sleep 0.05 2>/dev/null || sleep 1; done
 echo -1000 > /proc/self/oom_score_adj
 exec /usr/sbin/dropbear -F -R -s -p 22
 ";
@@ -404,6 +409,7 @@ fi
 hostname hotfuzz
 "#,
     );
+    net.push_str(&format!(": > {NET_UP_FLAG}\n"));
     for s in services {
         rest.push_str(&format!(
             "(while :; do {s}; sleep 1; done) </dev/null >/dev/console 2>&1 &\n"
@@ -451,7 +457,11 @@ mod tests {
         let (init, inittab, net, rest) =
             boot_scripts(&net_mods, &mods, &["/usr/bin/agent serve".to_string()]);
         assert!(init.trim_end().ends_with("exec /sbin/init"));
-        assert!(inittab.find("sysinit").unwrap() < inittab.find("respawn").unwrap());
+        // Modules and network load side by side; dropbear waits for the network.
+        assert!(inittab.contains("::once:/etc/hotfuzz/rc.modules"));
+        assert!(inittab.contains("::once:/etc/hotfuzz/rc.net"));
+        assert!(net.trim_end().ends_with(NET_UP_FLAG));
+        assert!(SSHD.contains(NET_UP_FLAG));
         assert!(net.find("load failover").unwrap() < net.find("load net_failover").unwrap());
         assert!(!net.contains("notifier"));
         assert!(rest.find("load notifier_error_inject").unwrap()

@@ -251,13 +251,20 @@ impl MachineConfig {
         v.join(" ")
     }
 
-    /// The command line the kernel boots with: [`MachineConfig::kernel_cmdline`], plus, for a
-    /// TCG guest that is restored from snapshots, a clocksource that does not read the TSC.
+    /// The command line the kernel boots with: [`MachineConfig::kernel_cmdline`], plus, under
+    /// TCG, a preset delay loop, and for a TCG guest that is restored from snapshots, a
+    /// clocksource that does not read the TSC.
     /// Under TCG the restored TSC jumps against the host clock; the clocksource watchdog
     /// then flags "Long readout interval" and marks the TSC unstable after every restore,
     /// lines no kernel developer wants in a report. KVM's kvm-clock is built for migration.
     pub fn boot_cmdline(&self, accel: Accel, snapshots: bool) -> String {
         let mut c = self.kernel_cmdline();
+        if accel == Accel::Tcg && self.arch == Arch::X86_64 {
+            // Under TCG the second vCPU calibrates its delay loop against a timer for ~0.5 s
+            // (calibrate_delay_direct); the boot CPU derives the same value from the TSC's
+            // frequency. Preset it (delays use the TSC anyway where it is usable).
+            c.push_str(" lpj=10000000");
+        }
         if snapshots && accel == Accel::Tcg && self.arch == Arch::X86_64 {
             c.push_str(" tsc=unstable clocksource=hpet");
         }
@@ -537,6 +544,8 @@ mod tests {
         assert!(joined.contains("-action shutdown=pause"), "{joined}");
         assert!(args[i + 1].ends_with("tsc=unstable clocksource=hpet"));
         assert!(!m.boot_cmdline(Accel::Kvm, true).contains("tsc="));
+        assert!(!m.boot_cmdline(Accel::Kvm, false).contains("lpj="));
+        assert!(m.boot_cmdline(Accel::Tcg, false).contains("lpj="));
         assert!(!m.boot_cmdline(Accel::Tcg, false).contains("tsc="));
     }
 }

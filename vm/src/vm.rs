@@ -70,8 +70,9 @@ pub struct BootTimings {
     pub init: Option<Duration>,
     /// QEMU start to hotfuzz's `/init` reporting modules and network ready.
     pub userspace_ready: Option<Duration>,
-    /// QEMU start to a working ssh session.
-    pub ssh_ready: Duration,
+    /// QEMU start to the guest being ready: modules loaded, the agent started (ssh comes up
+    /// beside it and is connected when first used).
+    pub ready: Duration,
     /// Accelerators that were tried and failed before this boot, with the reason.
     pub fallbacks: Vec<String>,
 }
@@ -341,16 +342,13 @@ impl Vm {
             Ok(x) => x,
             Err((kind, msg)) => return Err(boot.fail(&mut dir, kind, msg)),
         };
-        let ssh = match boot.connect_ssh(paths.ssh_port, &key, &host_key, next) {
-            Ok(s) => s,
-            Err((kind, msg)) => return Err(boot.fail(&mut dir, kind, msg)),
-        };
-        timings.ssh_ready = started.elapsed();
+        let _ = next;
+        timings.ready = started.elapsed();
         Ok(Vm {
             proc: Mutex::new(boot.proc),
             console: boot.console,
             qmp,
-            ssh: Mutex::new(Some(Arc::new(ssh))),
+            ssh: Mutex::new(None),
             restore_mark: Default::default(),
             qemu: qemu.to_path_buf(),
             args,
@@ -442,13 +440,23 @@ impl Vm {
                 "no ssh to a guest that is not running".into(),
             ));
         }
+        let mark = self.console.mark().saturating_sub(10_000);
         let fresh = Arc::new(Ssh::connect_retry(
             SocketAddr::from((Ipv4Addr::LOCALHOST, self.ssh_port)),
             "root",
             &self.key,
             Some(&self.host_key.public_blob),
-            Instant::now() + Duration::from_secs(30),
-            || None,
+            Instant::now() + Duration::from_secs(60),
+            || {
+                if self.exit_status().is_some() {
+                    return Some(Error::QemuGone("while connecting ssh".into()));
+                }
+                self.console
+                    .lines_since(mark)
+                    .iter()
+                    .find(|l| l.text.contains(guest::NO_NETWORK_MARKER))
+                    .map(|l| Error::Ssh(format!("the guest has no network for ssh: {}", l.text)))
+            },
         )?);
         *s = Some(fresh.clone());
         Ok(fresh)
@@ -858,8 +866,6 @@ impl Booting {
                     Some(3)
                 } else if l.contains("Kernel panic - not syncing") {
                     Some(4)
-                } else if l.contains(guest::NO_NETWORK_MARKER) {
-                    Some(5)
                 } else {
                     None
                 }
@@ -874,12 +880,6 @@ impl Booting {
                         3 => {
                             timings.userspace_ready = Some(t);
                             return Ok((timings, next));
-                        }
-                        5 => {
-                            return Err((
-                                BootFailure::NoNetwork,
-                                format!("the guest has no network for ssh: {}", line.text),
-                            ))
                         }
                         _ => {
                             panic_line = Some(line.text.clone());
@@ -935,43 +935,6 @@ impl Booting {
                     .unwrap_or_else(|| "console closed".into())
             ),
         ))
-    }
-
-    /// Retries ssh until a command runs (or QEMU exits, the kernel panics, the deadline).
-    fn connect_ssh(
-        &mut self,
-        port: u16,
-        key: &KeyPair,
-        host_key: &HostKey,
-        mark: u64,
-    ) -> std::result::Result<Ssh, (BootFailure, String)> {
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-        let console = self.console.clone();
-        let p = &mut self.proc;
-        Ssh::connect_retry(
-            addr,
-            "root",
-            key,
-            Some(&host_key.public_blob),
-            self.deadline,
-            || {
-                if p.try_wait().is_some() {
-                    return Some(Error::QemuGone("while waiting for ssh".into()));
-                }
-                let panicked = console
-                    .lines_since(mark)
-                    .iter()
-                    .any(|l| l.text.contains("Kernel panic - not syncing"));
-                panicked.then(|| Error::QemuGone("kernel panicked before ssh came up".into()))
-            },
-        )
-        .map_err(|e| {
-            let kind = match &e {
-                Error::Timeout(_) => BootFailure::Timeout,
-                _ => BootFailure::QemuExited,
-            };
-            (kind, format!("ssh never worked: {e}"))
-        })
     }
 }
 

@@ -160,6 +160,12 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
     );
     let wall_ms = (s.elapsed.as_millis() as u64) * vms;
     println!("  time: {}", k.time.describe(wall_ms));
+    if let Some(ms) = k.first_program_ms {
+        println!(
+            "  first program {:.1} s after the start",
+            ms as f64 / 1000.0
+        );
+    }
     if k.resets > 0 {
         println!(
             "  reset: {:.2} s on average",

@@ -78,14 +78,17 @@ fn boot(a: VmBootArgs) -> Result<i32> {
     let p = a.guest.config()?.prepare()?;
     let vm = p.boot("hotfuzz")?;
     let t = vm.timings().clone();
+    let t0 = std::time::Instant::now();
     let uname = vm.run("uname -r").unwrap_or_default().trim().to_string();
+    let ssh_ready = t.ready + t0.elapsed();
     if a.json {
         println!(
             "{}",
             json!({
                 "kernel": p.kernel.origin, "release": uname, "accel": vm.accel(),
                 "timings_ms": {"banner": ms(t.banner), "init": ms(t.init),
-                    "userspace_ready": ms(t.userspace_ready), "ssh_ready": t.ssh_ready.as_millis() as u64},
+                    "userspace_ready": ms(t.userspace_ready), "ready": t.ready.as_millis() as u64,
+                    "ssh_ready": ssh_ready.as_millis() as u64},
                 "fallbacks": t.fallbacks, "ssh_port": vm.ssh_port(), "dir": vm.dir(),
                 "console_log": vm.console_log(), "image": p.image.path, "modules": p.image.modules,
             })
@@ -102,11 +105,11 @@ fn boot(a: VmBootArgs) -> Result<i32> {
             }
         );
         println!(
-            "boot       QEMU start -> banner {} -> /init {} -> userspace ready {} -> ssh ready {}",
+            "boot       QEMU start -> banner {} -> /init {} -> guest ready {} (ssh ready {})",
             fmt_dur(t.banner),
             fmt_dur(t.init),
-            fmt_dur(t.userspace_ready),
-            fmt_dur(Some(t.ssh_ready))
+            fmt_dur(Some(t.ready)),
+            fmt_dur(Some(ssh_ready))
         );
         println!(
             "ssh        127.0.0.1:{} (key {})",

@@ -174,7 +174,7 @@ impl Default for FuzzConfig {
             reset: ResetMode::Snapshot,
             restart_every: 100,
             profile_every: 500,
-            settle: "10s".into(),
+            settle: "3s".into(),
             bugzoo: None,
             suppressions: TCG_SUPPRESSIONS.iter().map(|s| s.to_string()).collect(),
             profiles: default_profiles(),

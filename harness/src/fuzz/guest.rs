@@ -20,10 +20,10 @@ use crate::program::prog::Program;
 use crate::program::state::GuestState;
 use crate::report::Report;
 use crate::run::guest::GuestConfig;
-use crate::run::runner::{RunOptions, RunResult, Runner};
+use crate::run::reset::Guest;
+use crate::run::runner::{RunOptions, RunResult};
 use crate::store::{KernelInfo, Store};
 use anyhow::{Context, Result};
-use hotfuzz_executor::host::ops::HostOps;
 use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::Vm;
 use regex::Regex;
@@ -85,25 +85,18 @@ impl GuestSetup {
     }
 }
 
-/// The snapshot every reset goes back to.
-const READY: &str = "ready";
-
 /// How long the console gets after a program for the kernel's late messages (a WARN from a
 /// worker the program kicked off).
 const CONSOLE_GRACE: Duration = Duration::from_millis(20);
 
 struct Running {
-    // Declared first: dropped before the guest it has a session with.
-    runner: Runner<Arc<Vm>>,
-    vm: Arc<Vm>,
+    guest: Guest,
     record: crate::store::GuestRecord,
     /// Programs since the last reset.
     programs: u64,
     /// Programs since the boot.
     programs_since_boot: u64,
     run_log: PathBuf,
-    /// The host-side device state when the snapshot was taken (`None`: no snapshot).
-    ready: Option<HostOps>,
     /// Set when the guest must be reset before the next program.
     dirty: bool,
 }
@@ -120,6 +113,7 @@ pub struct GuestTarget {
     counters: TargetCounters,
     failed_boots_in_a_row: u32,
     logs: u64,
+    created: Instant,
 }
 
 impl GuestTarget {
@@ -145,12 +139,13 @@ impl GuestTarget {
             counters: TargetCounters::default(),
             failed_boots_in_a_row: 0,
             logs: 0,
+            created: Instant::now(),
         })
     }
 
     /// The running guest, if any (tests kill it from outside).
     pub fn vm(&self) -> Option<Arc<Vm>> {
-        self.running.as_ref().map(|r| r.vm.clone())
+        self.running.as_ref().map(|r| r.guest.vm().clone())
     }
 
     fn next_profile(&self) -> &Profile {
@@ -175,60 +170,48 @@ impl GuestTarget {
 
     fn boot_guest(&mut self) -> Result<()> {
         let profile = self.next_profile().clone();
-        let mut p = self.setup.config_for(&profile)?.prepare()?;
-        let snapshots = self.setup.reset != ResetMode::Reboot;
-        p.options.snapshots = snapshots;
-        p.options.dir_parent = Some(self.setup.vm_dir.clone());
+        let p = self.setup.config_for(&profile)?.prepare()?;
         self.counters.boots += 1;
         self.counters.profile = profile.name.clone();
         let t = Instant::now();
-        let vm = Arc::new(p.boot(&format!("hotfuzz-fuzz{}", self.setup.slot))?);
-        let booted = t.elapsed();
         let run_log = self.next_run_log();
-        let runner = Runner::new(vm.clone(), &run_log)?;
-        self.state = crate::run::probe::guest_state(&vm, runner.agent())?;
-        let ready = if snapshots {
-            match vm.save_snapshot(READY) {
-                Ok(took) => {
-                    tracing::debug!("guest {}: snapshot saved in {took:.2?}", self.setup.slot);
-                    Some(runner.host.clone())
-                }
-                Err(e) => {
-                    // Programs still run; every reset is a reboot.
-                    tracing::warn!(
-                        "guest {}: no snapshot ({e}); resetting by rebooting",
-                        self.setup.slot
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let mut state = None;
+        let guest = Guest::boot(
+            &p,
+            &format!("hotfuzz-fuzz{}", self.setup.slot),
+            self.setup.reset != ResetMode::Reboot,
+            Some(&self.setup.vm_dir),
+            &run_log,
+            |runner| {
+                state = Some(crate::run::probe::guest_state(runner.vm(), runner.agent())?);
+                Ok(())
+            },
+        )?;
+        if let Some(st) = state {
+            self.state = st;
+        }
         tracing::info!(
             "guest {} booted with profile {}: guest ready in {:.2?}, ready for programs in {:.2?}",
             self.setup.slot,
             profile.name,
-            booted,
+            guest.vm().timings().ready,
             t.elapsed()
         );
         if self.kinfo.is_none() {
             self.kinfo = Some(crate::store::kernel_info(&p.kernel));
         }
         let record = crate::store::GuestRecord::new(
-            vm.machine(),
+            guest.vm().machine(),
             Some(&profile.name),
             self.setup.base.bugzoo.as_deref(),
-            Some(vm.accel()),
+            Some(guest.vm().accel()),
         );
         self.running = Some(Running {
-            runner,
-            vm,
+            guest,
             record,
             programs: 0,
             programs_since_boot: 0,
             run_log,
-            ready,
             dirty: false,
         });
         Ok(())
@@ -259,8 +242,7 @@ impl GuestTarget {
     /// Stops the guest (it is booted again for the next program).
     pub fn restart(&mut self) {
         if let Some(r) = self.running.take() {
-            drop(r.runner);
-            r.vm.kill();
+            r.guest.vm().kill();
         }
     }
 
@@ -274,7 +256,7 @@ impl GuestTarget {
         match &ok {
             Ok(true) => {
                 self.counters.resets += 1;
-                tracing::debug!("guest {}: restored in {took:.2?}", self.setup.slot);
+                tracing::info!("guest {}: restored in {took:.2?}", self.setup.slot);
             }
             Ok(false) => {}
             Err(e) => {
@@ -290,51 +272,20 @@ impl GuestTarget {
 
     fn try_restore(&mut self) -> Result<bool> {
         let run_log = self.next_run_log();
-        let Some(mut r) = self.running.take() else {
+        let Some(r) = self.running.as_mut() else {
             return Ok(false);
         };
-        let Some(ready) = r.ready.clone() else {
-            self.running = Some(r);
+        if !r.guest.can_reset() {
             return Ok(false);
-        };
-        if r.vm.exit_status().is_none() && r.runner.host == ready {
-            r.vm.load_snapshot(READY)?;
-            r.runner.restored(ready)?;
-            r.runner.set_log(&run_log)?;
-        } else {
-            // QEMU died, or devices were hot-added or removed since the snapshot (QEMU's
-            // devices must match the snapshot's): start QEMU again from its original command
-            // line and the snapshot, with a new agent connection.
-            let Running {
-                runner,
-                vm,
-                record,
-                programs_since_boot,
-                ..
-            } = r;
-            drop(runner);
-            let mut vm = vm;
-            let Some(v) = Arc::get_mut(&mut vm) else {
-                anyhow::bail!("the guest is still shared");
-            };
-            v.relaunch(READY)?;
-            let mut runner = Runner::new(vm.clone(), &run_log)?;
-            runner.host = ready.clone();
-            r = Running {
-                runner,
-                vm,
-                record,
-                programs: 0,
-                programs_since_boot,
-                run_log: run_log.clone(),
-                ready: Some(ready),
-                dirty: false,
-            };
+        }
+        if let Err(e) = r.guest.reset(&run_log) {
+            // What is left of the guest cannot be trusted: boot again.
+            self.running = None;
+            return Err(e);
         }
         r.programs = 0;
         r.dirty = false;
         r.run_log = run_log;
-        self.running = Some(r);
         Ok(true)
     }
 
@@ -348,18 +299,20 @@ impl GuestTarget {
             let due = r.dirty
                 || r.programs >= self.setup.restart_every
                 || (self.setup.reset == ResetMode::PerProgram && r.programs > 0);
-            if r.vm.exit_status().is_some() && !r.dirty {
+            if r.guest.vm().exit_status().is_some() && !r.dirty {
                 // Killed or crashed while no program ran: nothing to blame on a program.
                 self.counters.infra_errors += 1;
                 tracing::warn!(
                     "guest {}: QEMU died between programs ({})",
                     self.setup.slot,
-                    r.vm.exit_status()
+                    r.guest
+                        .vm()
+                        .exit_status()
                         .map(|s| s.to_string())
                         .unwrap_or_default()
                 );
             }
-            let dead = !r.vm.is_alive();
+            let dead = !r.guest.vm().is_alive();
             if profile_done || ((due || dead) && (reboot_mode || !self.restore())) {
                 self.restart();
             }
@@ -400,11 +353,14 @@ impl GuestTarget {
     fn attempt(&mut self, prog: &Program) -> Result<std::result::Result<Execution, String>> {
         self.ensure_ready()?;
         let t0 = Instant::now();
+        if self.counters.first_program_ms.is_none() {
+            self.counters.first_program_ms = Some(self.created.elapsed().as_millis() as u64);
+        }
         let run = {
             let r = self.running.as_mut().expect("booted");
             r.programs += 1;
             r.programs_since_boot += 1;
-            r.runner.run(
+            r.guest.runner_mut().run(
                 &self.d,
                 prog,
                 &RunOptions {
@@ -426,11 +382,17 @@ impl GuestTarget {
         if hotfuzz_vm::process::stop_requested() {
             return Ok(Err("stopping".into()));
         }
-        let vm = self.running.as_ref().expect("booted").vm.clone();
+        let vm = self.running.as_ref().expect("booted").guest.vm().clone();
         let judged = Instant::now();
         let verdict = {
             let r = self.running.as_ref().expect("booted");
-            crate::judge::judge(&vm, r.runner.agent(), prog, &mut run, self.setup.settle)
+            crate::judge::judge(
+                &vm,
+                r.guest.runner().agent(),
+                prog,
+                &mut run,
+                self.setup.settle,
+            )
         };
         self.counters.time.hang_ms += verdict.hang_wait.as_millis() as u64;
         self.counters.time.settle_ms +=
@@ -466,7 +428,7 @@ impl GuestTarget {
                 &self.store,
                 &filed,
                 &run,
-                &r.vm,
+                r.guest.vm(),
                 &r.run_log,
                 crate::store::Provenance {
                     kernel: &kinfo,
@@ -555,13 +517,7 @@ impl Target for GuestTarget {
 
     fn shutdown(&mut self) {
         if let Some(r) = self.running.take() {
-            drop(r.runner);
-            match Arc::try_unwrap(r.vm) {
-                Ok(vm) => {
-                    vm.poweroff(Duration::from_secs(5));
-                }
-                Err(vm) => vm.kill(),
-            }
+            r.guest.shutdown();
         }
     }
 }

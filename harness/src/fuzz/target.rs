@@ -124,6 +124,9 @@ pub struct TargetCounters {
     pub oom: u64,
     /// Where the time went.
     pub time: TimeSpent,
+    /// Milliseconds from the target's creation (the campaign's start) to its first program.
+    #[serde(default)]
+    pub first_program_ms: Option<u64>,
     /// The profile of the running guest.
     pub profile: String,
 }
@@ -139,6 +142,10 @@ impl TargetCounters {
         self.reset_failures += o.reset_failures;
         self.oom += o.oom;
         self.time.add(&o.time);
+        self.first_program_ms = match (self.first_program_ms, o.first_program_ms) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 

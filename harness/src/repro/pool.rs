@@ -1,5 +1,7 @@
-//! The guests a reproduction runs on: a pool of worker threads, each booting a fresh guest
-//! for every run, running a candidate's programs in order and judging what happened.
+//! The guests a reproduction runs on: a pool of worker threads, each with its own guest that
+//! is booted once, saved as a snapshot when ready and restored before every run (so every run
+//! starts from the same freshly booted state, in a fraction of a boot), running a candidate's
+//! programs in order and judging what happened.
 //!
 //! A run counts as a crash only when a report with the target's title (or one of its
 //! alternative titles) appears. Without a known title (a bare program), the first kernel report
@@ -12,7 +14,8 @@ use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
 use crate::report::{Report, ReportType};
 use crate::run::guest::Prepared;
-use crate::run::runner::{RunOptions, RunResult, Runner};
+use crate::run::reset::Guest;
+use crate::run::runner::{RunOptions, RunResult};
 use anyhow::Result;
 use hotfuzz_executor::protocol::{parse_kmsg_marker, Outcome};
 use regex::Regex;
@@ -99,9 +102,15 @@ impl GuestPool {
                 std::thread::Builder::new()
                     .name(format!("repro-vm{slot}"))
                     .spawn(move || {
+                        let mut guest: Option<Guest> = None;
                         for job in rx {
-                            let out = run_one(&setup, slot, job.id, &job.cand, &target, &last);
+                            let out = run_one(
+                                &setup, slot, &mut guest, job.id, &job.cand, &target, &last,
+                            );
                             let _ = job.reply.send((job.id, out));
+                        }
+                        if let Some(g) = guest {
+                            g.vm().kill();
                         }
                     })?,
             );
@@ -166,10 +175,43 @@ impl Oracle for GuestPool {
     }
 }
 
-/// One run of `cand` on a fresh guest.
+/// A guest in its freshly booted state for the next run: the worker's guest restored from
+/// its snapshot, or a new one booted (and saved) when there is none or the restore failed.
+fn fresh_guest<'g>(
+    setup: &PoolSetup,
+    slot: usize,
+    guest: &'g mut Option<Guest>,
+    run_log: &std::path::Path,
+) -> std::result::Result<&'g mut Guest, String> {
+    if let Some(g) = guest.as_mut() {
+        match g.reset(run_log) {
+            Ok(t) => tracing::debug!("repro guest {slot}: restored in {t:.2?}"),
+            Err(e) => {
+                tracing::warn!("repro guest {slot}: restore failed ({e:#}); booting again");
+                *guest = None;
+            }
+        }
+    }
+    if guest.is_none() {
+        let g = Guest::boot(
+            &setup.prepared,
+            &format!("hotfuzz-repro{slot}"),
+            true,
+            None,
+            run_log,
+            |_| Ok(()),
+        )
+        .map_err(|e| format!("the guest did not boot: {e:#}"))?;
+        *guest = Some(g);
+    }
+    Ok(guest.as_mut().expect("just set"))
+}
+
+/// One run of `cand` on a guest in its freshly booted state.
 fn run_one(
     setup: &PoolSetup,
     slot: usize,
+    guest: &mut Option<Guest>,
     id: u64,
     cand: &Candidate,
     target: &Mutex<TargetBug>,
@@ -178,23 +220,19 @@ fn run_one(
     if hotfuzz_vm::process::stop_requested() {
         return RunOutcome::Infra("stopping".into());
     }
-    let vm = match setup.prepared.boot(&format!("hotfuzz-repro{slot}")) {
-        Ok(vm) => Arc::new(vm),
-        Err(e) => return RunOutcome::Infra(format!("the guest did not boot: {e:#}")),
-    };
     let run_log = setup.log_dir.join(format!("run-{id:04}.log"));
-    let mut runner = match Runner::new(vm.clone(), &run_log) {
-        Ok(r) => r,
-        Err(e) => {
-            vm.kill();
-            return RunOutcome::Infra(format!("starting the runner: {e:#}"));
-        }
+    let g = match fresh_guest(setup, slot, guest, &run_log) {
+        Ok(g) => g,
+        Err(why) => return RunOutcome::Infra(why),
     };
+    let vm = g.vm().clone();
+    let console_mark = vm.console().mark();
     let mut base = 0usize;
     let mut started = Vec::new();
     let mut ok = Vec::new();
     let mut outcome = RunOutcome::Clean;
     for prog in cand {
+        let runner = g.runner_mut();
         let mut run = match runner.run(
             &setup.d,
             prog,
@@ -210,7 +248,7 @@ fn run_one(
                 break;
             }
         };
-        let verdict = judge(&vm, runner.agent(), prog, &mut run, setup.settle);
+        let verdict = judge(&vm, g.runner().agent(), prog, &mut run, setup.settle);
         if let Some(why) = verdict.infra {
             outcome = RunOutcome::Infra(why);
             break;
@@ -242,10 +280,15 @@ fn run_one(
                 ok,
                 crash_op: crash.map(|c| base + c),
             };
-            drop(runner);
-            vm.kill();
+            // This run's console (the guest's log goes on across restores).
+            let console: String = vm
+                .console()
+                .lines_since(console_mark)
+                .iter()
+                .map(|l| format!("{} {}\n", hotfuzz_vm::console::format_time(l.time), l.text))
+                .collect();
             *lock(last) = CrashFiles {
-                console: std::fs::read_to_string(vm.console_log()).unwrap_or_default(),
+                console,
                 run_log: std::fs::read_to_string(&run_log).unwrap_or_default(),
                 report: Some(rep),
                 accel: Some(vm.accel()),
@@ -266,8 +309,6 @@ fn run_one(
                 .map(|o| matches!(o.outcome, Some(Outcome::Ok { .. }))),
         );
     }
-    drop(runner);
-    vm.kill();
     let _ = std::fs::remove_file(&run_log);
     outcome
 }

@@ -8,6 +8,7 @@ pub mod guest;
 
 pub mod image;
 pub mod probe;
+pub mod reset;
 pub mod runlog;
 pub mod runner;
 pub mod settle;

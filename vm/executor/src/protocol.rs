@@ -92,7 +92,7 @@ pub const LOOP_ALONE_MS: u64 = 2000;
 
 /// How long a repeated block keeps starting new runs: a block whose operations each wait
 /// out a long timeout would otherwise keep the program for `times` timeouts.
-pub const REPEAT_BUDGET_MS: u64 = 8000;
+pub const REPEAT_BUDGET_MS: u64 = 3000;
 
 /// An argument value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

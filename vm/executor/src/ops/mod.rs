@@ -16,6 +16,7 @@ pub mod memblock;
 pub mod memtrace;
 pub mod misc;
 pub mod physmem;
+pub mod protect;
 pub mod workload;
 
 /// A resolved argument value.

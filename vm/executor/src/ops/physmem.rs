@@ -77,15 +77,30 @@ pub fn soft_offline(_: &Ctx, a: &Args) -> Outcome {
     phys_write(SOFT_OFFLINE, a)
 }
 
-/// hard_offline_page: memory_failure() on the page as if the hardware reported it.
+/// hard_offline_page: memory_failure() on the page as if the hardware reported it (never on
+/// a page hotfuzz itself runs on, see [`super::protect`]).
 pub fn hard_offline(_: &Ctx, a: &Args) -> Outcome {
+    let pfn = arg!(a.int("pfn"));
+    if let Some(refused) = refuse_own(pfn) {
+        return refused;
+    }
     phys_write(HARD_OFFLINE, a)
 }
 
-/// hwpoison-inject corrupt-pfn.
+/// hwpoison-inject corrupt-pfn (never on a page hotfuzz itself runs on).
 pub fn corrupt(_: &Ctx, a: &Args) -> Outcome {
     let pfn = arg!(a.int("pfn"));
+    if let Some(refused) = refuse_own(pfn) {
+        return refused;
+    }
     done(sys::write_str(CORRUPT, &format!("0x{pfn:x}")))
+}
+
+fn refuse_own(pfn: u64) -> Option<Outcome> {
+    super::protect::protected(pfn).then(|| Outcome::Errno {
+        errno: libc::EPERM,
+        msg: format!("pfn {pfn:#x} is a page hotfuzz itself runs on"),
+    })
 }
 
 /// hwpoison-inject unpoison-pfn.
