@@ -110,6 +110,18 @@ pub fn judge(
         reports = self::reports(vm, agent, prog, run, Duration::ZERO);
         hang_wait = t.elapsed();
     }
+    if let Some(status) = vm.exit_status() {
+        // QEMU died while the run was being judged (after the probe saw it alive, e.g. killed
+        // from outside while the agent was asked): whatever the probe concluded from the
+        // silence follows from that, so it is judged as QEMU's exit.
+        if !reports.iter().any(|r| r.kind == ReportType::QemuExited) {
+            reports.push(oracle::report(
+                ReportType::QemuExited,
+                "qemu exited unexpectedly",
+                format!("QEMU exited while the run was judged: {status}"),
+            ));
+        }
+    }
     let oom = oom_in(&run.console);
     let mut v = decide(
         reports,

@@ -13,7 +13,8 @@ use std::time::Duration;
 /// Console silence that counts as "no output" while a program is running.
 pub const NO_OUTPUT_AFTER: Duration = Duration::from_secs(120);
 
-fn report(kind: ReportType, title: &str, text: String) -> Report {
+/// A report the harness makes itself (not parsed from the console).
+pub(crate) fn report(kind: ReportType, title: &str, text: String) -> Report {
     Report {
         title: title.to_string(),
         alt_titles: Vec::new(),

@@ -113,12 +113,14 @@ impl GuestCheck {
     /// virtio-mem devices that stop short of their requested size ([`super::settle`], waiting
     /// at most `settle` for devices that make progress).
     pub fn probe(vm: &Vm, agent: &Agent, settle: Duration) -> GuestCheck {
+        let agent_alive = vm.is_alive() && agent.alive(Duration::from_secs(20));
+        // Looked at after the agent: a QEMU that died while the agent was asked is a dead
+        // QEMU, not a lost connection.
         let qemu_alive = vm.is_alive();
         let qemu_exit = vm.exit_status().map(|s| s.to_string()).or_else(|| {
             vm.halted()
                 .then(|| "the guest shut down; QEMU keeps it paused".to_string())
         });
-        let agent_alive = qemu_alive && agent.alive(Duration::from_secs(20));
         let console_silent_for = vm
             .console()
             .last_output()

@@ -276,12 +276,13 @@ impl HostOps {
                 loop {
                     let evs = m.events_since(mark);
                     // The guest's _OST answer to the eject request: anything but success (0)
-                    // or "in progress" (0x80) means it kept the memory (offlining failed).
+                    // or "ejection in progress" (0x84, ACPI_OST_SC_EJECT_IN_PROGRESS, which
+                    // Linux sends first) means it kept the memory (offlining failed).
                     let refused = evs.iter().any(|(n, d)| {
                         let info = &d["info"];
                         n == "ACPI_DEVICE_OST"
                             && info["device"].as_str() == Some(&id)
-                            && info["status"].as_u64().is_some_and(|s| s != 0 && s != 0x80)
+                            && info["status"].as_u64().is_some_and(|s| s != 0 && s != 0x84)
                     });
                     if evs.iter().any(|(n, d)| {
                         n == "DEVICE_DELETED"
