@@ -54,7 +54,7 @@ fn setup(dir: &Path) -> PathBuf {
     let cfg = dir.join("night.yaml");
     std::fs::write(
         &cfg,
-        "name: hotfuzz nightly (test)\ndir: nightly\nbudget: 3m\naccel: tcg\nbugzoo: warn_reonline,badpage_offline\nregression:\n  dirs: [suite]\n  runs: 1\n  max_share: 0.3\nfuzz:\n  config: fuzz.yaml\n  min_time: 30s\nrepro:\n  share: 0.45\n  runs: 1\n  max_runs: 3\n  max_bugs: 1\nresults:\n  reserve: 10s\n",
+        "name: hotfuzz nightly (test)\ndir: nightly\nbudget: 3m\naccel: tcg\nbugzoo: warn_reonline,badpage_offline\nregression:\n  dirs: [suite]\n  runs: 1\n  max_share: 0.2\nfuzz:\n  config: fuzz.yaml\n  min_time: 20s\nrepro:\n  share: 0.55\n  runs: 1\n  max_runs: 3\n  max_bugs: 1\nresults:\n  reserve: 10s\n",
     )
     .unwrap();
     cfg
@@ -79,14 +79,14 @@ fn night(dir: &Path, extra: &[&str]) -> (i32, Night, String) {
     let stages: Vec<String> = n
         .stages
         .iter()
-        .map(|s| format!("{} {:.0}s", s.stage.name(), s.seconds))
+        .map(|s| format!("{} {:.0}s: {}", s.stage.name(), s.seconds, s.note))
         .collect();
     eprintln!(
         "night {}: exit {:?} in {:.0}s ({})\n{stdout}",
         n.id,
         out.status.code(),
         t.elapsed().as_secs_f64(),
-        stages.join(", ")
+        stages.join("; ")
     );
     (
         out.status.code().unwrap_or(-1),
@@ -142,7 +142,12 @@ fn a_first_night_finds_a_second_knows_and_a_fixed_bug_regresses() {
     assert_eq!(class_of(&n1, BADPAGE).map(|b| b.class), Some(Class::Known));
     let nd = dir.join("nightly/nights").join(&n1.id);
     // The new bug was given to the reproducer, and has a mail with the planted WARN's source line.
-    assert_eq!(n1.repro.len(), 1, "{:?}", n1.repro);
+    assert_eq!(
+        n1.repro.len(),
+        1,
+        "{:?}",
+        n1.stage(Stage::Repro).map(|s| &s.note)
+    );
     let mail = std::fs::read_to_string(nd.join(&warn.files).join("email.txt")).unwrap();
     assert!(mail.starts_with(&format!("Subject: {WARN}\n")), "{mail}");
     assert!(mail.contains("bugzoo.c:"), "symbolized: {mail}");
@@ -194,6 +199,13 @@ fn a_first_night_finds_a_second_knows_and_a_fixed_bug_regresses() {
         n2.bugs
     );
     assert_eq!(n2.counts.suite_passed, 2, "{:?}", n2.regression);
+    // It fuzzed too (the corpus carried over), and what it saw again is not news.
+    assert_eq!(
+        n2.stage(Stage::Fuzz).map(|s| s.state),
+        Some(StageState::Done),
+        "{:?}",
+        n2.stages
+    );
 
     // The planted Bad page state marked fixed: the suite now expects it fixed, and it is not.
     let (code, _, err) = hotfuzz(

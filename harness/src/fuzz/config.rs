@@ -236,16 +236,21 @@ pub fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     }
 }
 
+/// Reads a YAML configuration file: an empty file is the defaults, a bad one an error at its
+/// place (`file:line:col`). The caller validates what it read.
+pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| located(path, &e))
+}
+
 impl FuzzConfig {
     /// Reads a YAML file; keys it leaves out keep their defaults.
     pub fn load(path: &Path) -> Result<FuzzConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let c: FuzzConfig = if text.trim().is_empty() {
-            FuzzConfig::default()
-        } else {
-            serde_yaml::from_str(&text).map_err(|e| located(path, &e))?
-        };
+        let c: FuzzConfig = read_yaml(path)?;
         c.validate()
             .with_context(|| format!("in {}", path.display()))?;
         Ok(c)

@@ -2,7 +2,7 @@
 //! unknown keys rejected with `file:line:col`, and `--budget` on top. Relative paths are taken
 //! from the working directory, like `hotfuzz fuzz`'s.
 
-use crate::fuzz::config::{located, FuzzConfig};
+use crate::fuzz::config::{read_yaml, FuzzConfig};
 use anyhow::{bail, Context, Result};
 use hotfuzz_vm::{AccelChoice, Arch, KernelSource};
 use serde::{Deserialize, Serialize};
@@ -208,13 +208,7 @@ fn duration(key: &str, v: &str) -> Result<Duration> {
 impl NightConfig {
     /// Reads a YAML file; keys it leaves out keep their defaults.
     pub fn load(path: &Path) -> Result<NightConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let c: NightConfig = if text.trim().is_empty() {
-            NightConfig::default()
-        } else {
-            serde_yaml::from_str(&text).map_err(|e| located(path, &e))?
-        };
+        let c: NightConfig = read_yaml(path)?;
         c.validate()
             .with_context(|| format!("in {}", path.display()))?;
         Ok(c)

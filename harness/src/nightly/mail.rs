@@ -78,6 +78,14 @@ fn read(dir: &Path, name: &str) -> Option<String> {
         .filter(|t| !t.trim().is_empty())
 }
 
+/// Appends `text` as it is (a splat, a program, a script), ending in a newline.
+fn verbatim(out: &mut String, text: &str) {
+    out.push_str(text);
+    if !text.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
 fn field(out: &mut String, k: &str, v: &str) {
     let _ = writeln!(out, "{:<11} {v}", format!("{k}:"));
 }
@@ -204,10 +212,7 @@ pub fn compose(dir: &Path, sym: Option<&Symbolizer>) -> Result<String> {
                 "",
             ));
             m.push('\n');
-            m.push_str(&body);
-            if !body.ends_with('\n') {
-                m.push('\n');
-            }
+            verbatim(&mut m, &body);
         }
         None => m.push_str("(no console excerpt was kept)\n"),
     }
@@ -224,10 +229,7 @@ pub fn compose(dir: &Path, sym: Option<&Symbolizer>) -> Result<String> {
                 "",
             ));
             m.push('\n');
-            m.push_str(&prog);
-            if !prog.ends_with('\n') {
-                m.push('\n');
-            }
+            verbatim(&mut m, &prog);
             m.push('\n');
             match read(dir, "repro.sh") {
                 Some(sh) => {
@@ -239,10 +241,7 @@ pub fn compose(dir: &Path, sym: Option<&Symbolizer>) -> Result<String> {
                         "",
                     ));
                     m.push('\n');
-                    m.push_str(&sh);
-                    if !sh.ends_with('\n') {
-                        m.push('\n');
-                    }
+                    verbatim(&mut m, &sh);
                 }
                 None => m.push_str(&wrap(
                     "There is no standalone repro.sh for this program (see repro.log).",
@@ -265,10 +264,7 @@ pub fn compose(dir: &Path, sym: Option<&Symbolizer>) -> Result<String> {
     match read(dir, "bisect.txt") {
         Some(b) => {
             m.push_str("Bisection:\n\n");
-            m.push_str(&b);
-            if !b.ends_with('\n') {
-                m.push('\n');
-            }
+            verbatim(&mut m, &b);
         }
         None => m.push_str("Bisection: not done.\n"),
     }
