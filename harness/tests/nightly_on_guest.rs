@@ -82,11 +82,13 @@ fn night(dir: &Path, extra: &[&str]) -> (i32, Night, String) {
         .map(|s| format!("{} {:.0}s: {}", s.stage.name(), s.seconds, s.note))
         .collect();
     eprintln!(
-        "night {}: exit {:?} in {:.0}s ({})\n{stdout}",
+        "night {}: exit {:?} in {:.0}s ({}); suite run {:?} s; repro {:?}\n{stdout}",
         n.id,
         out.status.code(),
         t.elapsed().as_secs_f64(),
-        stages.join("; ")
+        stages.join("; "),
+        n.run_cost_s,
+        n.repro
     );
     (
         out.status.code().unwrap_or(-1),
@@ -152,7 +154,7 @@ fn a_first_night_finds_a_second_knows_and_a_fixed_bug_regresses() {
     assert!(mail.starts_with(&format!("Subject: {WARN}\n")), "{mail}");
     assert!(mail.contains("bugzoo.c:"), "symbolized: {mail}");
     if n1.repro[0].reproduced {
-        assert!(Path::new(&warn.dir).join("repro.prog").is_file());
+        assert!(dir.join(&warn.dir).join("repro.prog").is_file());
         assert!(mail.contains("Reproducer: "), "{mail}");
     }
     // Results for machines and people.
