@@ -6,12 +6,15 @@
 //! program on a guest) → [`report`] (pure console parsing) → [`judge`] (what a run means:
 //! kernel reports, the harness's own oracles, infrastructure failures) → [`store`] (the
 //! report store) → [`fuzz`] and [`repro`] (the campaigns and reproducers built on all of
-//! them) → [`bisect`] (which commit or package broke or fixed a bug). The command line lives in the binary (`src/cli/`).
+//! them) → [`bisect`] (which commit or package broke or fixed a bug) → [`nightly`] (a whole
+//! night: regression suite, fuzzing, reproduction, results). The command line lives in the
+//! binary (`src/cli/`).
 
 pub mod bisect;
 pub mod build;
 pub mod fuzz;
 pub mod judge;
+pub mod nightly;
 pub mod program;
 pub mod report;
 pub mod repro;

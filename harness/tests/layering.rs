@@ -1,12 +1,12 @@
 //! The stages of `harness/src` import one way: build → program → run → report → judge → store →
-//! fuzz → repro (and the command line, in the binary, uses them all). A module may use its
+//! fuzz → repro → bisect → nightly (and the command line, in the binary, uses them all). A module may use its
 //! own stage and the ones before it, never a later one; `report` uses nothing else at all.
 //! This test reads the sources, so a change that breaks the rule fails here.
 
 use std::path::Path;
 
 const STAGES: &[&str] = &[
-    "build", "program", "run", "report", "judge", "store", "fuzz", "repro", "bisect",
+    "build", "program", "run", "report", "judge", "store", "fuzz", "repro", "bisect", "nightly",
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -24,6 +24,7 @@ pub mod build;
 pub mod fuzz;
 pub mod gen;
 pub mod guest_flags;
+pub mod nightly;
 pub mod report;
 pub mod repro;
 pub mod run;
@@ -80,6 +81,10 @@ pub enum Command {
     /// Run a reproducer on one kernel and exit as `git bisect run` wants: 0 good, 1 bad,
     /// 125 skip (the bug masked by another crash, or the infrastructure failed).
     Test(Box<bisect::TestArgs>),
+    /// A whole night for CI within a budget: the regression suite, fuzzing, reproducing the
+    /// new bugs, and results (JUnit, JSON, an HTML page, mails). Exit status 0 nothing new,
+    /// 1 a new bug or a regression, 2 the night could not run.
+    Nightly(Box<nightly::NightlyArgs>),
 }
 
 /// Runs a parsed command line and returns the process exit code.
@@ -96,6 +101,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
         Command::Build(a) => build::run(*a),
         Command::Bisect(a) => bisect::run_bisect(*a),
         Command::Test(a) => bisect::run_test(*a),
+        Command::Nightly(a) => nightly::run(*a),
     }
 }
 

@@ -1,4 +1,4 @@
-//! `hotfuzz report parse` and `hotfuzz report list`.
+//! `hotfuzz report parse`, `list`, `mark` and `email`.
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
@@ -13,6 +13,44 @@ pub enum ReportCommand {
     Parse(Box<ReportParseArgs>),
     /// Show the report store.
     List(ReportListArgs),
+    /// Set a bug's status: fixed by a commit or version, invalid, or open again.
+    Mark(ReportMarkArgs),
+    /// Write a report directory as a mail for a kernel mailing list (plain text).
+    Email(ReportEmailArgs),
+}
+
+/// Arguments of `hotfuzz report mark`.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("mark").required(true).args(["fixed", "invalid", "reopen"])))]
+pub struct ReportMarkArgs {
+    /// The bug: its title, an alternative title, or its directory in the store.
+    pub title: String,
+    /// Fixed by this commit or version: the regression suite then expects it to stay fixed,
+    /// and seeing it again makes it regressed.
+    #[arg(long, value_name = "REV")]
+    pub fixed: Option<String>,
+    /// Not a bug, for this reason (nights no longer count it).
+    #[arg(long, value_name = "REASON")]
+    pub invalid: Option<String>,
+    /// Open again (a mark made by mistake).
+    #[arg(long)]
+    pub reopen: bool,
+    /// The report store.
+    #[arg(long, default_value = "reports")]
+    pub dir: std::path::PathBuf,
+}
+
+/// Arguments of `hotfuzz report email`.
+#[derive(Debug, clap::Args)]
+pub struct ReportEmailArgs {
+    /// The report directory.
+    pub dir: std::path::PathBuf,
+    /// Write the mail here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<std::path::PathBuf>,
+    /// Do not add file:line to the console's frames.
+    #[arg(long)]
+    pub no_symbolize: bool,
 }
 
 /// Arguments of `hotfuzz report parse`.
@@ -106,7 +144,55 @@ pub fn run(c: ReportCommand) -> Result<i32> {
     match c {
         ReportCommand::Parse(a) => parse(*a),
         ReportCommand::List(a) => list(a),
+        ReportCommand::Mark(a) => mark(a),
+        ReportCommand::Email(a) => email(a),
     }
+}
+
+/// `hotfuzz report mark`.
+fn mark(a: ReportMarkArgs) -> Result<i32> {
+    use hotfuzz::store::status::Mark;
+    let m = match (&a.fixed, &a.invalid) {
+        (Some(rev), _) => Mark::Fixed(rev.clone()),
+        (None, Some(why)) => Mark::Invalid(why.clone()),
+        (None, None) => Mark::Reopen,
+    };
+    let store = Store::open(&a.dir)?;
+    let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let s = store.mark(&a.title, &m, &at)?;
+    println!(
+        "{}: {} ({})",
+        s.meta.title,
+        s.meta.status.state,
+        s.dir.display()
+    );
+    Ok(0)
+}
+
+/// `hotfuzz report email`.
+fn email(a: ReportEmailArgs) -> Result<i32> {
+    let sym = if a.no_symbolize {
+        None
+    } else {
+        let meta = std::fs::read_to_string(a.dir.join("meta.yaml"))
+            .ok()
+            .and_then(|t| serde_yaml::from_str::<hotfuzz::store::Meta>(&t).ok());
+        match meta.map(|m| hotfuzz::nightly::mail::symbolizer_for(&m)) {
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                eprintln!("hotfuzz: not symbolizing: {e:#}");
+                None
+            }
+            None => None,
+        }
+    };
+    let text = hotfuzz::nightly::mail::compose(&a.dir, sym.as_ref())?;
+    match &a.output {
+        Some(p) => hotfuzz_vm::cache::atomic_write(p, text.as_bytes())
+            .with_context(|| format!("writing {}", p.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(0)
 }
 
 fn parse(a: ReportParseArgs) -> Result<i32> {
@@ -179,7 +265,8 @@ fn list(a: ReportListArgs) -> Result<i32> {
         return Ok(0);
     }
     outln!(
-        "{:<6} {:<20} {:<22} {:<5} TITLE",
+        "{:<9} {:<6} {:<20} {:<22} {:<5} TITLE",
+        "STATUS",
         "COUNT",
         "LAST SEEN",
         "TYPE",
@@ -188,7 +275,8 @@ fn list(a: ReportListArgs) -> Result<i32> {
     for s in &all {
         let m = &s.meta;
         outln!(
-            "{:<6} {:<20} {:<22} {:<5} {}{}{}",
+            "{:<9} {:<6} {:<20} {:<22} {:<5} {}{}{}",
+            m.status.state.name(),
             m.count,
             printable(&m.last_seen),
             serde_json::to_value(m.kind)

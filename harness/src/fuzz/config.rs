@@ -304,12 +304,29 @@ pub fn yaml_too_deep(text: &str) -> Option<(usize, usize)> {
     None
 }
 
-/// A configuration error at a place in the file.
-fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
+/// A configuration error at a place in the file (`file:line:col: message`).
+pub fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     match e.location() {
         Some(l) => anyhow::anyhow!("{}:{}:{}: {e}", path.display(), l.line(), l.column()),
         None => anyhow::anyhow!("{}: {e}", path.display()),
     }
+}
+
+/// Reads a YAML configuration file: an empty file is the defaults, a bad one an error at its
+/// place (`file:line:col`). The caller validates what it read.
+pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Some((line, col)) = yaml_too_deep(&text) {
+        bail!(
+            "{}:{line}:{col}: nested more than {MAX_YAML_NESTING} deep",
+            path.display()
+        );
+    }
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_yaml::from_str(&text).map_err(|e| located(path, &e))
 }
 
 impl FuzzConfig {

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! reports/<title-slug>-<hash>/
-//!   meta.yaml        title, alternative titles, type, kernel, first/last seen, count, ...
+//!   meta.yaml        title, alternative titles, type, kernel, first/last seen, count, status
+//!                    (new/known/fixed/regressed/invalid, see `status`), ...
 //!   report.txt       the report (symbolized when possible)
 //!   excerpt.log      the console around the report
 //!   console.log      the full console log of the first occurrence
@@ -12,6 +13,7 @@
 //! ```
 
 pub mod file;
+pub mod status;
 
 pub use file::{file_run, kernel_info, GuestRecord, Provenance};
 
@@ -73,6 +75,9 @@ pub struct Meta {
     /// Reproduction attempts: crashes/runs, when measured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reproducibility: Option<String>,
+    /// New, known, fixed, regressed or invalid (a store without it reads as known).
+    #[serde(default)]
+    pub status: status::Status,
 }
 
 /// What is known around a report when it is filed.
@@ -223,6 +228,7 @@ impl Store {
             let mut meta = s.meta.clone();
             meta.count += 1;
             meta.last_seen = now();
+            meta.status.seen_again(&meta.last_seen);
             if !ev.injections.is_empty() {
                 meta.injected_count += 1;
             }
@@ -257,6 +263,7 @@ impl Store {
             .tempdir_in(&self.root)
             .context("creating a report directory")?;
         let t = now();
+        let first = status::Status::first_seen(&t);
         let meta = Meta {
             title: r.title.clone(),
             alt_titles: r.alt_titles.clone(),
@@ -271,6 +278,7 @@ impl Store {
             injections: ev.injections.clone(),
             injected_count: u64::from(!ev.injections.is_empty()),
             reproducibility: None,
+            status: first,
         };
         write_evidence(tmp.path(), r, ev, files)?;
         atomic_write(
