@@ -192,14 +192,27 @@ fn a_first_night_finds_a_second_knows_and_a_fixed_bug_regresses() {
         }
     }
 
-    // Night 2, same store, a shorter night: only known bugs.
+    // Night 2, same store, a shorter night: what night 1 saw is known now. The stock
+    // kernel's own races (virtio-mem's fake-offline WARN, found by generated programs) can
+    // turn up for the first time in any night: those, and only those, are new, and then the
+    // night says so with exit 1.
     let (code, n2, log) = night(dir, &["--budget", "2m"]);
-    assert_eq!(code, 0, "{:?}\n{log}", n2.bugs);
-    assert!(
-        n2.bugs.iter().all(|b| b.class == Class::Known),
-        "{:?}",
-        n2.bugs
-    );
+    let seen_before = |t: &str| n1.bugs.iter().any(|b| b.title == t);
+    for b in &n2.bugs {
+        let want = if seen_before(&b.title) {
+            Class::Known
+        } else {
+            Class::New
+        };
+        assert_eq!(b.class, want, "{:?}\n{log}", n2.bugs);
+        assert!(
+            seen_before(&b.title) || !b.title.contains("bugzoo"),
+            "a planted bug night 1 did not see: {:?}",
+            b.title
+        );
+    }
+    let news = n2.bugs.iter().any(|b| b.class != Class::Known);
+    assert_eq!(code, i32::from(news), "{:?}\n{log}", n2.bugs);
     assert_eq!(n2.counts.suite_passed, 2, "{:?}", n2.regression);
     // It fuzzed too (the corpus carried over), and what it saw again is not news.
     assert_eq!(
