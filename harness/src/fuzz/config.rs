@@ -312,9 +312,8 @@ pub fn located(path: &Path, e: &serde_yaml::Error) -> anyhow::Error {
     }
 }
 
-/// Reads a YAML configuration file: an empty file is the defaults, a bad one an error at its
-/// place (`file:line:col`). The caller validates what it read.
-pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+/// A YAML file's text, refused at its place when it nests deeper than [`MAX_YAML_NESTING`].
+fn read_text(path: &Path) -> Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if let Some((line, col)) = yaml_too_deep(&text) {
@@ -323,6 +322,13 @@ pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Resul
             path.display()
         );
     }
+    Ok(text)
+}
+
+/// Reads a YAML configuration file: an empty file is the defaults, a bad one an error at its
+/// place (`file:line:col`). The caller validates what it read.
+pub fn read_yaml<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    let text = read_text(path)?;
     if text.trim().is_empty() {
         return Ok(T::default());
     }
@@ -334,14 +340,7 @@ impl FuzzConfig {
     /// value that parses but makes no sense, names `FILE:LINE:COL` of the key when it is in
     /// the file.
     pub fn load(path: &Path) -> Result<FuzzConfig> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        if let Some((line, col)) = yaml_too_deep(&text) {
-            bail!(
-                "{}:{line}:{col}: nested more than {MAX_YAML_NESTING} deep",
-                path.display()
-            );
-        }
+        let text = read_text(path)?;
         let c: FuzzConfig = if text.trim().is_empty() {
             FuzzConfig::default()
         } else {
