@@ -83,7 +83,7 @@ pub struct GuestArgs {
     pub module: Vec<String>,
     /// Load the bug zoo (a module with planted hotplug bugs) with these bugs armed
     /// (comma separated: warn_reonline, bug_double_cancel, badpage_offline, stuck_offline,
-    /// race_fake_offline; "none" loads it unarmed).
+    /// race_walker; "none" loads it unarmed).
     #[arg(long, value_name = "BUGS")]
     pub bugzoo: Option<String>,
     /// QEMU binary (default: qemu-system-<arch> from PATH).

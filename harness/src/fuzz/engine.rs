@@ -10,7 +10,7 @@ use super::mutators::{self, SharedState};
 use super::objective::{NewTitleFeedback, ReportObserver, TitlesMetadata};
 use super::target::{Target, TargetCounters};
 use crate::program::desc::Descriptions;
-use crate::program::gen::Generator;
+use crate::program::gen::{Generator, WalkerTurns};
 use anyhow::Result;
 use libafl::corpus::Testcase;
 use libafl::corpus::{Corpus, InMemoryOnDiskCorpus, OnDiskCorpus};
@@ -145,6 +145,9 @@ where
         guest_state.clone(),
     );
     executor.on_execution = observe;
+    // One walker rotation for every race this instance generates, starting at a place of
+    // its own so instances take different walkers first.
+    let turns = WalkerTurns::starting_at(p.seed.wrapping_add(p.client as u64 * 7));
     let mutator = SingleChoiceScheduledMutator::new(mutators::all(
         &p.d,
         &guest_state,
@@ -153,6 +156,7 @@ where
             max_len: p.max_len,
             race_rate: p.race_rate,
         },
+        &turns,
     ));
     let mut stages = tuple_list!(StdMutationalStage::with_max_iterations(
         mutator,
@@ -214,6 +218,7 @@ where
             let seed = p.seed ^ ((p.client as u64) << 32) ^ n as u64;
             let mut g = Generator::new(&p.d, &st, seed);
             g.race_rate = p.race_rate;
+            g.walker_turns = Some(turns.clone());
             let prog = g.generate(p.program_len);
             let i = ProgInput::new(prog);
             if state.corpus().count() == 0 && n >= p.generate {

@@ -241,15 +241,17 @@ fn toggle_loop(p: &mut Program, g: &mut Generator) -> bool {
     let Some(&i) = lasts.choose(&mut g.rng) else {
         return false;
     };
-    p.ops[i].rep = match p.ops[i].rep {
+    let was = p.ops[i].rep;
+    p.ops[i].rep = match was {
         Rep::Loop => Rep::Once,
         _ => Rep::Loop,
     };
-    // Nothing may use a loop's result.
+    // Nothing may use a loop's result; then the operation stays as it was (in its block, if
+    // it was in one: a block that lost a member would need renumbering).
     if p.ops[i].rep == Rep::Loop {
         if let Some(r) = p.ops[i].ret {
             if p.ops.iter().any(|o| o.args.contains(&Arg::Ref(r))) {
-                p.ops[i].rep = Rep::Once;
+                p.ops[i].rep = was;
                 return false;
             }
         }
@@ -476,7 +478,12 @@ mod tests {
             }
             p.validate(&d)
                 .unwrap_or_else(|e| panic!("round {round} after {m:?}: {e}\n{}", p.print(&d)));
-            assert_eq!(Program::parse(&p.print(&d), &d).unwrap(), p);
+            assert_eq!(
+                Program::parse(&p.print(&d), &d).unwrap(),
+                p,
+                "round {round} after {m:?}\n{}",
+                p.print(&d)
+            );
             assert!(p.ops.len() <= 60 + 8);
             if p.ops.is_empty() {
                 p = g.generate(5);

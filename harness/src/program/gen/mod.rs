@@ -17,6 +17,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeSet;
 
+mod race;
+pub use race::WalkerTurns;
+
 /// Resources an operation can only get from an earlier operation (no meaningful literal).
 pub const PRODUCED_ONLY: &[&str] = &["mapping", "uring", "splice_pipe", "gup_pin"];
 
@@ -52,6 +55,9 @@ pub struct Generator<'a> {
     pub invalid_rate: f64,
     /// Chance that a program is a race.
     pub race_rate: f64,
+    /// Whose turn it is to be a race's walker, shared by the generators of a campaign (see
+    /// [`WalkerTurns`]); `None` draws the walker at random.
+    pub walker_turns: Option<WalkerTurns>,
 }
 
 impl<'a> Generator<'a> {
@@ -73,6 +79,7 @@ impl<'a> Generator<'a> {
             total_weight,
             invalid_rate: INVALID_RATE,
             race_rate: RACE_RATE,
+            walker_turns: None,
         }
     }
 
@@ -133,251 +140,6 @@ impl<'a> Generator<'a> {
                 p.ops.extend(ops);
             }
         }
-    }
-
-    /// A race: plug, find a block at run time, repeat movers on it on thread 0 while a
-    /// walker loops over it on thread 1 (and sometimes more on thread 2).
-    fn race(&mut self, len: usize) -> Program {
-        let mut p = Program::default();
-        self.plug(&mut p);
-        // The target, found when the program runs.
-        let target = self.enabled_op("memblock_find").map(|find| {
-            let which = weighted(&mut self.rng, RACE_TARGETS);
-            let r = next_ret_number(&p);
-            let nth = self.rng.gen_range(0..4u64);
-            p.ops.push(Op::new(
-                &find.name,
-                vec![Arg::Str(which.into()), Arg::Int(nth)],
-                Some(r),
-                0,
-            ));
-            r
-        });
-        // Other operations first: a few, or as many as the length asks for (the walker and
-        // the block take about four).
-        let mut few: u32 = self.rng.gen_range(0..=2);
-        while few > 0 || p.ops.len() + 4 < len {
-            let at = p.ops.len();
-            let ops = self.gen_op(&p, at, 0);
-            p.ops.extend(ops);
-            few = few.saturating_sub(1);
-        }
-        // Thread 1: a walker in a loop, over the target when it takes a place.
-        self.add_loop_at(&mut p, Role::Walker, target);
-        // Thread 0: a block of movers on the target.
-        let movers: Vec<&OpDesc> = self
-            .enabled
-            .iter()
-            .copied()
-            .filter(|o| o.has_role(Role::Mover) && !o.persistent)
-            .collect();
-        let block_start = p.ops.len();
-        for _ in 0..self.rng.gen_range(1..=3usize) {
-            let Some(m) = pick_weighted(&mut self.rng, &movers) else {
-                break;
-            };
-            let mut made = self.gen_specific(&p, p.ops.len(), 0, m, 0);
-            if let Some(t) = target {
-                let mut last = made.pop().expect("generated");
-                let before = self.aim(&mut p, &mut last, t, 0);
-                p.ops.extend(before);
-                made.push(last);
-            }
-            // Movers in pairs (offline, then online again) keep the block cycling.
-            if m.name == "memblock_state" {
-                if let Some(last) = made.last() {
-                    let mut back = last.clone();
-                    let undo = match &last.args[1] {
-                        Arg::Str(s) if s == "offline" => {
-                            ["online", "online_movable", "online_kernel"]
-                                .choose(&mut self.rng)
-                                .copied()
-                        }
-                        _ => Some("offline"),
-                    };
-                    if let Some(u) = undo {
-                        back.args[1] = Arg::Str(u.into());
-                        back.ret = None;
-                        made.push(back);
-                    }
-                }
-            }
-            p.ops.extend(made);
-        }
-        let times = *RACE_TIMES.choose(&mut self.rng).expect("non-empty");
-        let block = p
-            .ops
-            .iter()
-            .filter_map(|o| match o.rep {
-                Rep::Block { block, .. } => Some(block + 1),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        for o in &mut p.ops[block_start..] {
-            o.rep = Rep::Block { block, times };
-        }
-        // Sometimes a third thread: another walker, or pins and workload.
-        if self.rng.gen_bool(0.3) {
-            if self.rng.gen_bool(0.5) {
-                self.add_loop_at(&mut p, Role::Walker, target);
-            } else {
-                let at = p.ops.len();
-                let ops = self.gen_op(&p, at, 2);
-                p.ops.extend(ops);
-            }
-        }
-        p
-    }
-
-    /// Points `op`'s memory block arguments at `target` and its PFN arguments at a page of
-    /// `target` (a `pfn_find` or `pfn_in_block` on `thread`, returned to go before `op`).
-    fn aim(&mut self, p: &mut Program, op: &mut Op, target: u32, thread: u32) -> Vec<Op> {
-        let mut before = Vec::new();
-        let Some(desc) = self.d.op(&op.name) else {
-            return before;
-        };
-        for (i, a) in desc.args.iter().enumerate() {
-            let ArgType::Resource { name } = &a.ty else {
-                continue;
-            };
-            if name == "memblock" {
-                op.args[i] = Arg::Ref(target);
-            } else if name == "pfn" {
-                let r = next_ret_number(p)
-                    .max(next_ret_number_ops(&before))
-                    .max(op.ret.map_or(0, |r| r + 1));
-                let kind = weighted(
-                    &mut self.rng,
-                    &[
-                        ("offline", 3),
-                        ("any", 2),
-                        ("lru", 2),
-                        ("buddy", 1),
-                        ("thp", 1),
-                    ],
-                );
-                let nth = self.rng.gen_range(0..256u64);
-                let producer = if self.enabled_op("pfn_find").is_some() && self.rng.gen_bool(0.7) {
-                    Op::new(
-                        "pfn_find",
-                        vec![Arg::Ref(target), Arg::Str(kind.into()), Arg::Int(nth)],
-                        Some(r),
-                        thread,
-                    )
-                } else {
-                    Op::new(
-                        "pfn_in_block",
-                        vec![Arg::Ref(target), Arg::Int(0)],
-                        Some(r),
-                        thread,
-                    )
-                };
-                before.push(producer);
-                op.args[i] = Arg::Ref(r);
-            }
-        }
-        // Keep results numbered after the producers.
-        if let Some(mut r) = op.ret {
-            let n = next_ret_number_ops(&before);
-            if r < n {
-                r = n;
-                op.ret = Some(r);
-            }
-        }
-        before
-    }
-
-    /// Puts a loop of an operation with role `role` on a new thread (after what it needs).
-    fn add_loop(&mut self, p: &mut Program, role: Role) {
-        self.add_loop_at(p, role, None)
-    }
-
-    /// [`Generator::add_loop`], aimed at memory block `target` when given. A persistent walker
-    /// (one that starts a kernel thread walking by itself, like DAMON) runs once instead.
-    /// Walkers are picked uniformly: which one a race needs is what is not known.
-    fn add_loop_at(&mut self, p: &mut Program, role: Role, target: Option<u32>) {
-        let cands: Vec<&OpDesc> = self
-            .enabled
-            .iter()
-            .copied()
-            .filter(|o| o.has_role(role) && !o.host)
-            .filter(|o| !o.persistent || role == Role::Walker)
-            .collect();
-        let Some(&w) = cands.choose(&mut self.rng) else {
-            return;
-        };
-        let t = p.ops.iter().map(|o| o.thread).max().map_or(1, |m| m + 1);
-        let mut made = self.gen_specific(p, p.ops.len(), t, w, 0);
-        let Some(mut last) = made.pop() else { return };
-        if let Some(target) = target {
-            let before = self.aim(p, &mut last, target, t);
-            made.extend(before);
-            self.cover_block(&mut last);
-        }
-        if !w.persistent {
-            last.rep = Rep::Loop;
-        }
-        p.ops.extend(made);
-        p.ops.push(last);
-    }
-
-    /// Stretches a walker's page count over a whole memory block (DAMON's region, a
-    /// kpageflags read): a race on the block's pages needs the walker to reach them.
-    fn cover_block(&mut self, op: &mut Op) {
-        let Some(desc) = self.d.op(&op.name) else {
-            return;
-        };
-        let per = self.st.pages_per_block();
-        for (i, a) in desc.args.iter().enumerate() {
-            if let ArgType::Int { max, kind, .. } = &a.ty {
-                let counts = matches!(kind.as_deref(), Some("page_count")) || a.name == "npages";
-                if counts && self.rng.gen_bool(0.7) {
-                    op.args[i] = Arg::Int(per.min(*max as u64));
-                }
-            }
-        }
-    }
-
-    /// A fresh operation with role `role` in place of `p.ops[i]` (same thread and
-    /// repetition), with the producers it needs before it; `None` when there is none.
-    pub fn replace_with_role(&mut self, p: &Program, i: usize, role: Role) -> Option<Vec<Op>> {
-        let cands: Vec<&OpDesc> = self
-            .enabled
-            .iter()
-            .copied()
-            .filter(|o| o.has_role(role) && !o.host && o.name != p.ops[i].name)
-            .filter(|o| !o.persistent || p.ops[i].rep == Rep::Once)
-            .collect();
-        let w = *cands.choose(&mut self.rng)?;
-        let mut made = self.gen_specific(p, i, p.ops[i].thread, w, 0);
-        // Aim it where the old one was aimed: the same memory block, if it had one.
-        let old_block = self.d.op(&p.ops[i].name).and_then(|od| {
-            od.args
-                .iter()
-                .zip(&p.ops[i].args)
-                .find_map(|(a, v)| match (&a.ty, v) {
-                    (ArgType::Resource { name }, Arg::Ref(r)) if name == "memblock" => Some(*r),
-                    _ => None,
-                })
-        });
-        let mut last = made.pop()?;
-        if let Some(b) = old_block {
-            let mut tmp = p.clone();
-            tmp.ops.truncate(i);
-            tmp.ops.extend(made.iter().cloned());
-            let before = self.aim(&mut tmp, &mut last, b, p.ops[i].thread);
-            made.extend(before);
-        }
-        last.rep = p.ops[i].rep;
-        for o in &mut made {
-            o.rep = match p.ops[i].rep {
-                Rep::Loop => Rep::Once,
-                r => r,
-            };
-        }
-        made.push(last);
-        Some(made)
     }
 
     /// Turns a short run of consecutive operations of one thread into a repeated block.
@@ -832,44 +594,6 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn races_repeat_movers_on_a_target_while_a_walker_loops() {
-        let d = Descriptions::embedded();
-        let st = GuestState::model(&MachineConfig::new(Arch::X86_64));
-        let mut races = 0;
-        let mut partial = 0;
-        for seed in 0..200 {
-            let mut g = Generator::new(&d, &st, seed);
-            g.race_rate = 1.0;
-            let p = g.generate(12);
-            p.validate(&d).unwrap();
-            let block: Vec<&Op> = p
-                .ops
-                .iter()
-                .filter(|o| matches!(o.rep, Rep::Block { .. }))
-                .collect();
-            // The walker: a loop, or a walker that runs by itself (DAMON) started once.
-            let walker = p
-                .ops
-                .iter()
-                .find(|o| o.thread != 0 && d.op(&o.name).unwrap().has_role(Role::Walker));
-            if let (Some(w), false) = (walker, block.is_empty()) {
-                let wd = d.op(&w.name).unwrap();
-                assert!(w.rep == Rep::Loop || wd.persistent, "{}", w.name);
-                assert!(block.iter().all(|o| o.thread == 0));
-                races += 1;
-            }
-            if p.print(&d).contains("which=\"partial\"") {
-                partial += 1;
-            }
-        }
-        assert!(races > 150, "{races} of 200 are races");
-        assert!(
-            partial > 50,
-            "{partial} of 200 aim at partly plugged blocks"
-        );
     }
 
     #[test]
