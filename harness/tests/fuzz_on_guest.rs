@@ -90,13 +90,16 @@ fn a_short_campaign_finds_the_planted_warning() {
 #[test]
 fn a_campaign_without_seeds_finds_the_planted_race() {
     // The bug zoo's race_walker fires only when a PFN walker reads /proc/kpageflags while a
-    // memory block is going offline, repeatedly: generated races have to find it. The window
-    // is 1 ms wide, so how many programs that takes varies between runs (measured: 60 to over
-    // 250 under TCG); the budget is sized for the slow end, and the campaign stops at the find.
+    // memory block is going offline, three times: generated races have to find it. It takes
+    // a race with that walker (one of 13, taken in turn) and an offline mover on a block that
+    // exists, so how many programs that takes varies between runs (measured under TCG: 60 to
+    // 250 programs, and twice more than 700 before races aimed at blocks their plug leaves;
+    // 269 after). The budget is sized for the slow end, and the campaign stops at the find.
     // A real kernel race found first (virtio-mem's fake-offline WARN) does not stop it.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), 700);
+    let mut cfg = config(dir.path(), 1000);
+    cfg.duration = Some("20m".into());
     cfg.seeds.clear();
     cfg.bugzoo = Some("race_walker".into());
     cfg.stop_on_titles = vec!["WARNING in bugzoo_race_walker".into()];
@@ -107,7 +110,7 @@ fn a_campaign_without_seeds_finds_the_planted_race() {
         "not found in {} executions: {found:?}",
         s.execs
     );
-    assert!(s.execs <= 700, "{s:?}");
+    assert!(s.execs <= 1000, "{s:?}");
     assert!(hotfuzz_vm::process::live_children().is_empty());
 }
 

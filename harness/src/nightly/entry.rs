@@ -356,6 +356,32 @@ mod tests {
     }
 
     #[test]
+    fn the_committed_suite_loads_and_applies_where_it_should() {
+        let d = Descriptions::embedded();
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../corpus/regressions");
+        let suite = load_suite(&[dir], &d).unwrap();
+        assert!(suite.len() >= 5, "{}", suite.len());
+        // The real race applies to a stock x86_64 kernel with the options it needs, without
+        // a bug zoo; the planted bugs only where their bug is armed.
+        let mut stock = kernel("6.12.117+deb12-amd64", None);
+        stock.config = Some(super::super::kernel::KernelConfig::parse(
+            "CONFIG_VIRTIO_MEM=m\nCONFIG_MEMORY_HOTREMOVE=y\nCONFIG_TRANSPARENT_HUGEPAGE=y\nCONFIG_DEBUG_FS=y\n",
+        ));
+        let real = suite
+            .iter()
+            .find(|e| e.name == "virtio-mem-fake-offline-split-huge-pages")
+            .expect("the real race's entry");
+        assert_eq!(
+            real.spec.title,
+            "WARNING in virtio_mem_fake_offline_going_offline"
+        );
+        assert_eq!(not_applicable(real, &stock).unwrap(), None);
+        for e in suite.iter().filter(|e| e.name.starts_with("bugzoo-")) {
+            assert!(not_applicable(e, &stock).unwrap().is_some(), "{}", e.name);
+        }
+    }
+
+    #[test]
     fn bad_entries_name_the_file_and_line() {
         let d = Descriptions::embedded();
         let t = tempfile::tempdir().unwrap();
