@@ -1,5 +1,9 @@
 //! A booted guest: QEMU, its console, its QMP monitor and an ssh session, behind one narrow
 //! interface. Everything above this module talks to guests only through [`Vm`].
+//!
+//! About 1,000 lines on purpose: launching, readiness, snapshots, stopping and killing all
+//! work on the same private state of a running QEMU (its process guard, monitor, console and
+//! session), and splitting them into modules would widen the interface this one keeps narrow.
 
 use crate::accel;
 use crate::console::{Console, Wait};

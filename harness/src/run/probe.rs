@@ -116,7 +116,9 @@ impl GuestCheck {
     /// virtio-mem devices that stop short of their requested size ([`super::settle`], waiting
     /// at most `settle` for devices that make progress).
     pub fn probe(vm: &Vm, agent: &Agent, settle: Duration) -> GuestCheck {
-        let agent_alive = vm.is_alive() && agent.alive(Duration::from_secs(20));
+        // A stopped QEMU answers neither the agent nor QMP: nothing to wait for.
+        let stopped = vm.stopped();
+        let agent_alive = vm.is_alive() && !stopped && agent.alive(Duration::from_secs(20));
         // Looked at after the agent: a QEMU that died while the agent was asked is a dead
         // QEMU, not a lost connection.
         let qemu_alive = vm.is_alive();
@@ -129,7 +131,7 @@ impl GuestCheck {
             .last_output()
             .map(|t| t.elapsed())
             .unwrap_or_default();
-        let unsettled = if qemu_alive {
+        let unsettled = if qemu_alive && !stopped {
             super::settle::settle(vm, agent, agent_alive, settle)
         } else {
             Vec::new()

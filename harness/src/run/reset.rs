@@ -104,7 +104,9 @@ impl Guest {
         let Some(ready) = self.ready.clone() else {
             bail!("the guest has no snapshot to go back to");
         };
+        // A stopped QEMU (SIGSTOP from outside) would not answer loadvm: start it again.
         let in_place = self.vm.exit_status().is_none()
+            && !self.vm.stopped()
             && self.runner.as_ref().is_some_and(|r| r.host == ready);
         if in_place {
             self.vm.load_snapshot(READY)?;
@@ -112,7 +114,7 @@ impl Guest {
             r.restored(ready)?;
             r.set_log(run_log)?;
         } else {
-            // QEMU died, or its devices no longer match the snapshot's: start QEMU again
+            // QEMU died or was stopped, or its devices no longer match the snapshot's: start QEMU again
             // from its original command line and the snapshot, with a new agent connection.
             self.runner = None;
             let Some(vm) = Arc::get_mut(&mut self.vm) else {

@@ -299,7 +299,14 @@ impl Observer for Recorder<'_> {
     }
 
     fn check(&mut self) -> Option<String> {
-        (!self.vm.is_alive()).then(|| "QEMU exited during the program".to_string())
+        if !self.vm.is_alive() {
+            return Some("QEMU exited during the program".into());
+        }
+        // A stopped QEMU (SIGSTOP from outside) answers nothing until it is continued: the
+        // program would wait out its whole deadline for a guest that is not running.
+        self.vm
+            .stopped()
+            .then(|| "QEMU was stopped from outside during the program".to_string())
     }
 }
 
