@@ -1,15 +1,16 @@
 //! The minimization logic against fake oracles, without guests: a deterministic bug is cut down
 //! to exactly its trigger within the run budget; a flaky bug never leads to a program that no
 //! longer reproduces; infrastructure failures are not runs; several guests test candidates at
-//! once.
+//! once; a race too rare to minimize is amplified first.
 
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::gen::Generator;
+use hotfuzz::program::prog::Rep;
 use hotfuzz::program::prog::{Arg, Program};
 use hotfuzz::program::state::GuestState;
 use hotfuzz::repro::minimize::{
-    merge, ops, remove_ops, renumber, runs_per_candidate, Candidate, Evidence, Minimizer, Options,
-    Oracle, RunOutcome,
+    amplify, merge, ops, remove_ops, renumber, runs_per_candidate, Candidate, Evidence, Minimizer,
+    Options, Oracle, RunOutcome,
 };
 use hotfuzz::repro::plant::interleave;
 use hotfuzz::repro::plant::orphans;
@@ -362,4 +363,135 @@ fn infrastructure_failures_are_not_runs_and_too_many_give_up() {
     let m = Minimizer::new(&d, &mut broken, Options::default()).run(&[p]);
     assert_eq!(m.total_runs, 0);
     assert!(m.gave_up.unwrap().contains("outside the kernel"));
+}
+
+/// A race in the fake kernel: while a kpageflags walker loops on another thread, every run of
+/// an offline of a found block opens the window, and a run hits it with chance `q` per
+/// iteration, as real races between PFN walkers and offlining behave.
+struct Racy {
+    q: f64,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+/// Offline iterations racing a looping walker, and the first such offline's index.
+fn race_iterations(c: &Candidate) -> (u32, Option<usize>) {
+    let (mut n, mut at, mut base) = (0, None, 0);
+    for p in c {
+        let walker = p
+            .ops
+            .iter()
+            .any(|o| o.rep == Rep::Loop && o.name == "kpageflags_read");
+        for (i, o) in p.ops.iter().enumerate() {
+            let offline = o.name == "memblock_state"
+                && matches!(o.args[0], Arg::Ref(_))
+                && o.args[1] == Arg::Str("offline".into());
+            if walker && offline {
+                n += match o.rep {
+                    Rep::Block { times, .. } => times,
+                    _ => 1,
+                };
+                at.get_or_insert(base + i);
+            }
+        }
+        base += p.ops.len();
+    }
+    (n, at)
+}
+
+impl Oracle for Racy {
+    fn slots(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, jobs: &[Candidate]) -> Vec<RunOutcome> {
+        jobs.iter()
+            .map(|c| {
+                let (n, at) = race_iterations(c);
+                let p = 1.0 - (1.0 - self.q).powi(n as i32);
+                match at {
+                    Some(at) if self.rng.gen_bool(p) => {
+                        RunOutcome::Crashed(Box::new(evidence(c, at)))
+                    }
+                    _ => RunOutcome::Clean,
+                }
+            })
+            .collect()
+    }
+}
+
+const RACE: &str = "\
+virtio_mem_resize(dev=0x0, size=0x10000000)
+virtio_mem_wait(dev=0x0, ms=0x1388)
+r0 = memblock_find(which=\"movable\", nth=0x0)
+r1 = pfn_in_block(block=r0, page=0x0) (thread: 1)
+kpageflags_read(pfn=r1, count=0x1000) (thread: 1, loop)
+yield()
+sleep_ms(ms=0x1)
+repeat 4 {
+  memblock_state(block=r0, state=\"offline\")
+  memblock_state(block=r0, state=\"online_movable\")
+}
+yield()
+";
+
+#[test]
+fn amplifying_repeats_blocks_more_up_to_the_limit() {
+    let d = Descriptions::embedded();
+    let p = Program::parse(RACE, &d).unwrap();
+    let a = amplify(&vec![p.clone()]).unwrap();
+    assert_eq!(race_iterations(&a).0, 16);
+    assert_eq!(ops(&a), ops(&vec![p]));
+    a[0].validate(&d).unwrap();
+    let mut c = a;
+    for _ in 0..2 {
+        c = amplify(&c).unwrap();
+    }
+    assert_eq!(
+        race_iterations(&c).0,
+        256,
+        "capped at the text format's limit"
+    );
+    assert!(amplify(&c).is_none());
+    let plain = Program::parse("yield()\nsleep_ms(ms=0x1)\n", &d).unwrap();
+    assert!(amplify(&vec![plain]).is_none());
+}
+
+#[test]
+fn a_race_too_rare_to_minimize_is_amplified_first() {
+    // 4 racing iterations at 5 % each: the replay reproduces about one run in five, which
+    // single-run minimization steps cannot judge. Amplified to 16 iterations it reproduces
+    // more than half the time, and minimization goes on from there.
+    let d = Descriptions::embedded();
+    let p = Program::parse(RACE, &d).unwrap();
+    let mut minimized = 0;
+    for seed in 0..8u64 {
+        let mut o = Racy {
+            q: 0.05,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        };
+        let m = Minimizer::new(&d, &mut o, Options::default()).run(std::slice::from_ref(&p));
+        let log = m.log.join("\n");
+        assert!(
+            log.contains("blocks repeated 4x as often"),
+            "seed {seed}:\n{log}"
+        );
+        // The "before" is the replay's, not the amplified program's.
+        assert!(
+            m.original.rate() < 0.5,
+            "seed {seed}: {}\n{log}",
+            m.original
+        );
+        if m.gave_up.is_some() {
+            continue;
+        }
+        minimized += 1;
+        let (n, at) = race_iterations(&m.candidate);
+        assert!(at.is_some() && n >= 4, "seed {seed}: {n}\n{log}");
+        assert!(ops(&m.candidate) < p.ops.len(), "seed {seed}:\n{log}");
+        // The repetitions that made it reproducible stay, and so does its reliability.
+        assert!(n >= 16, "seed {seed}: {n}\n{log}");
+        let r = m.reliability.unwrap();
+        assert!(r.crashes >= 1, "seed {seed}: {r}\n{log}");
+    }
+    assert!(minimized >= 6, "{minimized} of 8 seeds minimized");
 }

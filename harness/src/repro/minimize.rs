@@ -10,7 +10,10 @@
 //! reproduce" follows from the reliability measured at the start.
 //!
 //! Steps, cheapest and most effective first:
-//! 1. history: the last program alone, then with the programs before it;
+//! 1. history: the last program alone, then with the programs before it; a race that
+//!    reproduces in fewer than half of its runs (or in none) is then *amplified*, its repeated
+//!    blocks run four times as often, for as long as that makes it reproduce more often (and
+//!    step 7 then leaves its repetitions alone);
 //! 2. merging a history of several programs into one;
 //! 3. dropping the operations that had not started when the report appeared;
 //! 4. dropping whole families of operations unrelated to the crashing one (workload, gup, ...);
@@ -22,7 +25,7 @@
 //! 8. simplifying arguments (smaller sizes and counts, first candidates).
 
 use crate::program::desc::{ArgType, Descriptions};
-use crate::program::prog::{Arg, Program, Rep};
+use crate::program::prog::{Arg, Program, Rep, MAX_TIMES};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -170,6 +173,34 @@ pub struct Minimized {
 /// under a loaded host is enough to drop one.
 pub const SYNC_OPS: &[&str] = &["virtio_mem_wait"];
 
+/// Below this reliability a candidate with repeated blocks is amplified (see [`amplify`]).
+pub const AMPLIFY_BELOW: f64 = 0.5;
+
+/// How many times as often an amplified block repeats.
+pub const AMPLIFY_BY: u32 = 4;
+
+/// `c` with every repeated block run [`AMPLIFY_BY`] times as often (at most
+/// [`MAX_TIMES`]); `None` when no block can repeat more. A race is hit with some small chance
+/// per iteration of the block that opens its window, so more iterations make a run more
+/// likely to hit it: a race that fired once in a campaign and one time in three on replay is
+/// too unreliable for minimization steps to judge, and its amplified form often is not.
+pub fn amplify(c: &Candidate) -> Option<Candidate> {
+    let mut out = c.clone();
+    let mut changed = false;
+    for p in &mut out {
+        for o in &mut p.ops {
+            if let Rep::Block { block, times } = o.rep {
+                let more = times.saturating_mul(AMPLIFY_BY).min(MAX_TIMES);
+                if more != times {
+                    o.rep = Rep::Block { block, times: more };
+                    changed = true;
+                }
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
 /// Drives an oracle through the steps.
 pub struct Minimizer<'a, O: Oracle> {
     d: &'a Descriptions,
@@ -182,6 +213,8 @@ pub struct Minimizer<'a, O: Oracle> {
     step: String,
     progress: Box<dyn FnMut(&Progress) + 'a>,
     evidence: Option<Evidence>,
+    /// The candidate was amplified: its repetitions stay.
+    amplified: bool,
 }
 
 /// Total operations of a candidate.
@@ -362,6 +395,7 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
             step: String::new(),
             progress: Box::new(|_| {}),
             evidence: None,
+            amplified: false,
         }
     }
 
@@ -588,6 +622,38 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                 }
             }
         }
+        // What the replay measured, before any amplification: the "before" of the result.
+        let replayed = found.as_ref().or(best.as_ref()).map(|f| (f.1, ops(&f.0)));
+        // 1b. A race that reproduces rarely (or not at all) with more repetitions per run.
+        let (found, best) = match (found, best) {
+            (Some((c, r, ev)), _) if r.rate() < AMPLIFY_BELOW => {
+                let (a, ar, aev) = self.amplify_race(c.clone(), r, Some(ev.clone()))?;
+                match aev {
+                    Some(aev) if ar.rate() > r.rate() => (Some((a, ar, aev)), None),
+                    _ => (Some((c, r, ev)), None),
+                }
+            }
+            (Some(f), _) => (Some(f), None),
+            (None, best) => {
+                let (base, br, bev) = match &best {
+                    Some((c, r, ev)) => (c.clone(), *r, Some(ev.clone())),
+                    None => (
+                        history.to_vec(),
+                        Reliability {
+                            crashes: 0,
+                            runs: self.opts.runs,
+                        },
+                        None,
+                    ),
+                };
+                let (a, ar, aev) = self.amplify_race(base, br, bev)?;
+                match aev {
+                    Some(aev) if ar.rate() >= self.opts.threshold => (Some((a, ar, aev)), None),
+                    Some(aev) if ar.rate() > br.rate() => (None, Some((a, ar, aev))),
+                    _ => (None, best),
+                }
+            }
+        };
         let (mut cur, r, ev) = match (found, best) {
             (Some(f), _) => f,
             (None, Some((c, r, ev))) => {
@@ -609,8 +675,12 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                 ))
             }
         };
-        res.original = r;
-        res.original_ops = ops(&cur);
+        // Nothing reproduced on replay and only the amplified history did: 0 of the runs.
+        let none = Reliability {
+            crashes: 0,
+            runs: self.opts.runs,
+        };
+        (res.original, res.original_ops) = replayed.unwrap_or((none, ops(&history.to_vec())));
         self.evidence = Some(ev);
         let k = runs_per_candidate(r.rate(), self.opts.miss, self.opts.runs);
         self.log
@@ -636,6 +706,32 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
         res.reliability = Some(fr);
         res.evidence = fev.or_else(|| self.evidence.clone());
         Ok(())
+    }
+
+    /// Amplifies `cur` (reproducing `r`, last evidence `ev`) while it reproduces in fewer
+    /// than [`AMPLIFY_BELOW`] of its runs and amplifying helps; returns the best form found.
+    fn amplify_race(
+        &mut self,
+        cur: Candidate,
+        r: Reliability,
+        ev: Option<Evidence>,
+    ) -> Result<(Candidate, Reliability, Option<Evidence>), String> {
+        let (mut cur, mut r, mut ev) = (cur, r, ev);
+        self.step = "amplify".into();
+        while r.rate() < AMPLIFY_BELOW {
+            let Some(a) = amplify(&cur) else {
+                break;
+            };
+            let (ar, aev) = self.measure(&a)?;
+            let msg = format!("blocks repeated {AMPLIFY_BY}x as often: reproduced {ar} (was {r})");
+            self.note(ops(&a), msg);
+            if aev.is_none() || ar.rate() <= r.rate() {
+                break;
+            }
+            (cur, r, ev) = (a, ar, aev);
+            self.amplified = true;
+        }
+        Ok((cur, r, ev))
     }
 
     fn minimize(&mut self, cur: &mut Candidate, k: u32) -> Result<(), String> {
@@ -673,6 +769,15 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
     /// once, and each loop run once.
     fn simplify_reps(&mut self, cur: &mut Candidate, k: u32) -> Result<(), String> {
         self.step = "repetition".into();
+        if self.amplified {
+            // The repetitions are what makes this race reproducible: fewer of them would be
+            // accepted on one lucky run and leave a reproducer that rarely reproduces.
+            self.note(
+                ops(cur),
+                "kept: the race needed more repetitions, not fewer".into(),
+            );
+            return Ok(());
+        }
         let reps = |c: &Candidate| -> Vec<(usize, usize, Rep)> {
             let mut v: Vec<(usize, usize, Rep)> = Vec::new();
             for (pi, p) in c.iter().enumerate() {
