@@ -238,7 +238,14 @@ pub fn run_entry(ctx: &SuiteContext, prep: &mut Prepare, e: &Entry) -> (EntryRes
             Verdict::Error
         };
         res.message = if r.out_of_time {
-            "not run: the suite's share of the budget was used up".into()
+            // Say why the time went when guests failed: the night's page is all there is.
+            match (r.infra, r.last_infra.as_deref()) {
+                (0, _) | (_, None) => "not run: the suite's share of the budget was used up".into(),
+                (n, Some(why)) => format!(
+                    "not run: the suite's share of the budget was used up by {n} \
+                     infrastructure failure(s) (last: {why})"
+                ),
+            }
         } else {
             format!(
                 "no run counted: {}",
