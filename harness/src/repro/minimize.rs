@@ -23,6 +23,12 @@
 //! 7. simplifying repetition: blocks repeated fewer times (halving), then not at all, loops
 //!    run once (a race that needs them keeps them);
 //! 8. simplifying arguments (smaller sizes and counts, first candidates).
+//!
+//! About 1,000 lines in one file on purpose: every step is a short method that shares the
+//! minimizer's run accounting, budget and evidence, and reading the steps in order is how
+//! one checks that no step can accept a candidate without a confirming run. The candidate
+//! surgery they use (closure, removal, merge, renumbering, amplification) is free functions
+//! here, tested from `harness/tests/minimize.rs`.
 
 use crate::program::desc::{ArgType, Descriptions};
 use crate::program::prog::{Arg, Program, Rep, MAX_TIMES};
