@@ -631,18 +631,16 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
         // What the replay measured, before any amplification: the "before" of the result.
         let replayed = found.as_ref().or(best.as_ref()).map(|f| (f.1, ops(&f.0)));
         // 1b. A race that reproduces rarely (or not at all) with more repetitions per run.
+        // amplify_race keeps what it was given unless a form reproduced more often.
         let (found, best) = match (found, best) {
             (Some((c, r, ev)), _) if r.rate() < AMPLIFY_BELOW => {
-                let (a, ar, aev) = self.amplify_race(c.clone(), r, Some(ev.clone()))?;
-                match aev {
-                    Some(aev) if ar.rate() > r.rate() => (Some((a, ar, aev)), None),
-                    _ => (Some((c, r, ev)), None),
-                }
+                let (a, ar, aev) = self.amplify_race(c, r, Some(ev))?;
+                let ev = aev.expect("the replay's evidence or a better run's");
+                (Some((a, ar, ev)), None)
             }
-            (Some(f), _) => (Some(f), None),
             (None, best) => {
-                let (base, br, bev) = match &best {
-                    Some((c, r, ev)) => (c.clone(), *r, Some(ev.clone())),
+                let (base, br, bev) = match best {
+                    Some((c, r, ev)) => (c, r, Some(ev)),
                     None => (
                         history.to_vec(),
                         Reliability {
@@ -652,13 +650,15 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                         None,
                     ),
                 };
-                let (a, ar, aev) = self.amplify_race(base, br, bev)?;
-                match aev {
-                    Some(aev) if ar.rate() >= self.opts.threshold => (Some((a, ar, aev)), None),
-                    Some(aev) if ar.rate() > br.rate() => (None, Some((a, ar, aev))),
-                    _ => (None, best),
+                match self.amplify_race(base, br, bev)? {
+                    (a, ar, Some(ev)) if ar.rate() >= self.opts.threshold => {
+                        (Some((a, ar, ev)), None)
+                    }
+                    (a, ar, Some(ev)) => (None, Some((a, ar, ev))),
+                    (_, _, None) => (None, None),
                 }
             }
+            other => other,
         };
         let (mut cur, r, ev) = match (found, best) {
             (Some(f), _) => f,
