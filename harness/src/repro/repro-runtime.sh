@@ -82,7 +82,7 @@ one_run() {
   local drv=$!
   # Everything the console printed before the program's first operation is the boot.
   mark=0
-  while kill -0 "$drv" 2>/dev/null && ! grep -q '^\[t[0-9]*\] #' "$logs/program.log"; do
+  while kill -0 "$drv" 2>/dev/null && ! grep -qs '^\[t[0-9]*\] #' "$logs/program.log"; do
     sleep 0.05
   done
   mark=$(wc -l <"$logs/console.log")
