@@ -81,7 +81,8 @@ struct Running {
     ended: Arc<AtomicBool>,
 }
 
-/// Serves the host forever (until the port cannot be opened).
+/// Serves the host forever (exits only when the port cannot be opened). A host that goes
+/// away and comes back finds the same agent.
 pub fn serve() -> ! {
     // The agent is infrastructure: the OOM killer should take a program's memory hog, not it
     // (the child executor makes itself the first choice).
@@ -99,20 +100,31 @@ pub fn serve() -> ! {
             std::process::exit(2);
         }
     };
-    let reader = BufReader::new(file.try_clone().expect("dup of the port"));
+    let mut reader = BufReader::new(file.try_clone().expect("dup of the port"));
     let port: Port = Arc::new(Mutex::new(file));
     let cgroup = setup_cgroup();
     if cgroup.is_none() {
         eprintln!("hotfuzz-executor serve: no memory cgroup; programs run without a limit");
     }
     let mut run: Option<Running> = None;
-    for line in reader.lines() {
-        let Ok(line) = line else {
-            // The host end closed (QEMU's chardev lost its client): wait for a new one.
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
-        let line = line.trim();
+    let mut pending: Vec<u8> = Vec::new();
+    loop {
+        match reader.read_until(b'\n', &mut pending) {
+            // No host on the other end (QEMU's socket has no client yet, or it went away): the
+            // port reads as end of file until one connects. The port stays open meanwhile:
+            // closing it would make the guest discard what a connecting host sends, and a
+            // restart of the agent would leave a gap in which nobody answers.
+            Ok(0) | Err(_) => {
+                pending.clear();
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            Ok(_) if !pending.ends_with(b"\n") => continue,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&pending).into_owned();
+        pending.clear();
+        let line = text.trim();
         if line.is_empty() {
             continue;
         }
@@ -156,8 +168,6 @@ pub fn serve() -> ! {
             ),
         }
     }
-    eprintln!("hotfuzz-executor serve: {dev} closed");
-    std::process::exit(1);
 }
 
 /// Starts a child executor on `program`, relaying its events to the port.
