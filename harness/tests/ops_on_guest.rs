@@ -398,7 +398,9 @@ page_idle_read(pfn=0x1000, count=0x1)
     assert!(p.threads() >= 2);
     assert!(r.ops.iter().all(|o| o.outcome.is_some()), "{:?}", r.ops);
 
-    // A partly plugged block is found at run time and its fake-offline pages by kind;
+    // A partly plugged block is found at run time and its fake-offline pages by kind (right
+    // after the wait: the device reports its size before the guest has onlined the new block,
+    // and `memblock_find` looks again while blocks are still changing);
     // a block of offline/online cycles repeats while a walker loops on another thread.
     let (_, r) = c.run(
         &mut runner,

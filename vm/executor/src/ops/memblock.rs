@@ -3,6 +3,7 @@
 use super::{arg, done, Args, Ctx};
 use crate::protocol::Outcome;
 use crate::sys;
+use std::time::{Duration, Instant};
 
 const MEMORY: &str = "/sys/devices/system/memory";
 /// `memory_hotplug.online_policy`.
@@ -121,14 +122,48 @@ pub fn find(_: &Ctx, a: &Args) -> Outcome {
             _ => true,
         }
     };
-    if which == "last" {
-        ids.reverse();
+    // QEMU reports a virtio-mem device's new size as soon as the guest has plugged it, before
+    // the guest has added and onlined the block: a find right after `virtio_mem_wait` may run
+    // in that gap. While blocks keep changing, look again (up to FIND_SETTLE); a system whose
+    // blocks stay as they are for FIND_QUIET has nothing in flight, and the answer is ENOENT.
+    let start = Instant::now();
+    let mut last = layout();
+    let mut quiet_since = start;
+    loop {
+        if which == "last" {
+            ids.reverse();
+        }
+        let matching: Vec<u64> = ids.iter().copied().filter(|&id| pred(id)).collect();
+        if !matching.is_empty() {
+            return Outcome::val(matching[(nth % matching.len() as u64) as usize]);
+        }
+        if start.elapsed() >= FIND_SETTLE || quiet_since.elapsed() >= FIND_QUIET {
+            return Outcome::errno(libc::ENOENT);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let now = layout();
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+        ids = block_ids();
     }
-    let matching: Vec<u64> = ids.into_iter().filter(|&id| pred(id)).collect();
-    if matching.is_empty() {
-        return Outcome::errno(libc::ENOENT);
-    }
-    Outcome::val(matching[(nth % matching.len() as u64) as usize])
+}
+
+/// How long `memblock_find` looks again while blocks are being added or changing state.
+const FIND_SETTLE: Duration = Duration::from_millis(1000);
+/// How long the blocks must stay unchanged before `memblock_find` gives up early.
+const FIND_QUIET: Duration = Duration::from_millis(150);
+
+/// Every block's id and state: what changes while memory is being added or onlined.
+fn layout() -> Vec<(u64, String)> {
+    block_ids()
+        .into_iter()
+        .map(|id| {
+            let st = sys::read_str(&format!("{MEMORY}/memory{id}/state")).unwrap_or_default();
+            (id, st)
+        })
+        .collect()
 }
 
 /// `/sys/devices/system/memory/auto_online_blocks`.
