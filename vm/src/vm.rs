@@ -710,8 +710,15 @@ impl Vm {
 
     /// Powers the guest off (`poweroff -f` over ssh), waiting up to `timeout` for QEMU to exit,
     /// then asks QEMU to quit, then kills it. Returns true if the guest powered off by itself.
+    /// A guest without ssh (driven through its agent) has nobody to power it off from inside:
+    /// QEMU is asked to quit at once instead of waiting out `timeout`.
     pub fn poweroff(self, timeout: Duration) -> bool {
         let ssh = self.ssh.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let timeout = if ssh.is_some() {
+            timeout
+        } else {
+            Duration::ZERO
+        };
         if let Some(ssh) = ssh {
             let _ = ssh.exec_with(
                 "poweroff -f",

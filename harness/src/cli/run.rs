@@ -56,6 +56,14 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let prog = read_program(&a.prog, &d)?;
     let p = a.guest.config()?.prepare()?;
     let mut vm = p.boot("hotfuzz")?;
+    if let Err(e) = Runner::new(&vm, &vm.dir().join("run.log")) {
+        // The guest died while booting (under TCG an `Oops: int3` from the kernel's own text
+        // patching now and then) or its agent stayed silent: that says nothing about the
+        // program, and one more boot costs seconds.
+        eprintln!("hotfuzz: {e:#}; booting the guest once more");
+        vm.kill();
+        vm = p.boot("hotfuzz")?;
+    }
     let run_log = match &a.run_log {
         Some(p) => p.clone(),
         None => vm.dir().join("run.log"),

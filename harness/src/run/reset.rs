@@ -59,9 +59,11 @@ impl Guest {
         let runner = match Runner::new(vm.clone(), run_log) {
             Ok(r) => r,
             Err(e) => {
-                // Now and then (seen in about one boot in thirty under TCG, not yet explained)
-                // a guest boots but its agent never answers. One more boot costs seconds; a
-                // caller that gives up costs a run, or a regression entry its night.
+                // Now and then a guest that booted cannot be driven: under TCG the kernel
+                // sometimes dies of an `Oops: int3` while patching its own text (2 boots in
+                // about 30 here, 2026-12-03), and before the agent kept its port open across
+                // host disconnects, an agent could stay silent. One more boot costs seconds;
+                // a caller that gives up costs a run, or a regression entry its night.
                 tracing::warn!("{name}: {e:#}; booting it once more");
                 vm.kill();
                 drop(vm);

@@ -312,11 +312,46 @@ impl Observer for Recorder<'_> {
     }
 }
 
+/// What the console says about the agent, for an agent that did not answer: whether the guest
+/// finished its init and the agent's own messages (the last few), so the next such failure
+/// says where it stopped.
+fn agent_evidence(vm: &Vm) -> String {
+    let lines = vm.console().last_lines(2000);
+    let ready = lines.iter().any(|l| l.text.contains("hotfuzz-init: ready"));
+    let agent: Vec<&str> = lines
+        .iter()
+        .map(|l| l.text.as_str())
+        .filter(|t| t.contains("hotfuzz-executor") || t.contains("/usr/bin/agent"))
+        .collect();
+    let shown = &agent[agent.len().saturating_sub(3)..];
+    let died = if vm.is_alive() {
+        String::new()
+    } else {
+        let first = lines
+            .iter()
+            .map(|l| l.text.as_str())
+            .find(|t| t.contains("Oops") || t.contains("BUG:") || t.contains("Kernel panic"));
+        format!(
+            "; the guest died{}",
+            first.map(|t| format!(": {}", t.trim())).unwrap_or_default()
+        )
+    };
+    format!(
+        " (guest init {}{died}; agent messages on the console: {})",
+        if ready { "finished" } else { "not finished" },
+        if shown.is_empty() {
+            "none".to_string()
+        } else {
+            shown.join(" | ")
+        }
+    )
+}
+
 impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
     /// A runner for `vm` logging to `run_log`: connects to the guest's agent.
     pub fn new(vm: V, run_log: &Path) -> Result<Runner<V>> {
         let agent = Agent::connect(&vm, Instant::now() + AGENT_TIMEOUT)
-            .context("connecting to the guest agent")?;
+            .with_context(|| format!("connecting to the guest agent{}", agent_evidence(&vm)))?;
         let host = HostOps::new(&host_machine(vm.machine()));
         Ok(Runner {
             vm,
