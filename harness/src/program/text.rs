@@ -244,6 +244,17 @@ impl Program {
     }
 }
 
+/// The comment line that heads program `i` (0-based) of a history of `n` (`programs.prog`,
+/// a multi-program `repro.prog`); only the last one says it was running when the report
+/// appeared. `# program ` starts every such line: that is where a history is split again.
+pub fn history_header(i: usize, n: usize) -> String {
+    if i + 1 == n {
+        format!("# program {n} of {n}: the one running when the report appeared\n")
+    } else {
+        format!("# program {} of {n}\n", i + 1)
+    }
+}
+
 /// Reads and parses a program from `path` (`-` for stdin).
 pub fn read_program(path: &Path, d: &Descriptions) -> Result<Program> {
     let (name, text) = if path == Path::new("-") {
@@ -655,6 +666,14 @@ impl Cursor {
 
 #[cfg(test)]
 pub(crate) mod tests {
+
+    #[test]
+    fn only_the_last_program_of_a_history_says_it_was_running() {
+        assert_eq!(history_header(0, 3), "# program 1 of 3\n");
+        assert_eq!(history_header(1, 3), "# program 2 of 3\n");
+        assert!(history_header(2, 3).starts_with("# program 3 of 3: the one running"));
+        assert!(history_header(0, 1).starts_with("# program 1 of 1: the one running"));
+    }
     use super::*;
 
     fn d() -> Descriptions {

@@ -99,10 +99,7 @@ pub fn write(
         let n = m.candidate.len();
         for (i, p) in m.candidate.iter().enumerate() {
             if n > 1 {
-                prog.push_str(&format!(
-                    "# program {} of {n} (the last one ran when the report appeared)\n",
-                    i + 1
-                ));
+                prog.push_str(&crate::program::text::history_header(i, n));
             }
             prog.push_str(&p.print(ctx.d));
         }

@@ -163,7 +163,7 @@ mod tests {
     #[test]
     fn history_errors_name_the_line() {
         let d = Descriptions::embedded();
-        let text = "# program 1 of 2 (the last one ran when the report appeared)\nyield()\n# program 2 of 2 (the last one ran when the report appeared)\nyield()\nbogus_op()\n";
+        let text = "# program 1 of 2\nyield()\n# program 2 of 2: the one running when the report appeared\nyield()\nbogus_op()\n";
         let e = parse_history(text, Path::new("r/programs.prog"), &d).unwrap_err();
         assert!(e.to_string().starts_with("r/programs.prog:5:"), "{e}");
         let ok = parse_history(&text.replace("bogus_op()\n", ""), Path::new("x"), &d).unwrap();

@@ -454,11 +454,7 @@ fn write_evidence(dir: &Path, r: &Report, ev: &Evidence, files: &EvidenceFiles) 
     if !ev.programs.is_empty() {
         let mut p = String::new();
         for (i, prog) in ev.programs.iter().enumerate() {
-            p.push_str(&format!(
-                "# program {} of {} (the last one ran when the report appeared)\n",
-                i + 1,
-                ev.programs.len()
-            ));
+            p.push_str(&crate::program::text::history_header(i, ev.programs.len()));
             p.push_str(prog);
             if !prog.ends_with('\n') {
                 p.push('\n');
