@@ -666,6 +666,7 @@ impl Cursor {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::*;
 
     #[test]
     fn only_the_last_program_of_a_history_says_it_was_running() {
@@ -674,7 +675,6 @@ pub(crate) mod tests {
         assert!(history_header(2, 3).starts_with("# program 3 of 3: the one running"));
         assert!(history_header(0, 1).starts_with("# program 1 of 1: the one running"));
     }
-    use super::*;
 
     fn d() -> Descriptions {
         Descriptions::embedded()

@@ -127,7 +127,7 @@ pub fn find(_: &Ctx, a: &Args) -> Outcome {
     // in that gap. While blocks keep changing, look again (up to FIND_SETTLE); a system whose
     // blocks stay as they are for FIND_QUIET has nothing in flight, and the answer is ENOENT.
     let start = Instant::now();
-    let mut last = layout();
+    let mut last = snapshot();
     let mut quiet_since = start;
     loop {
         if which == "last" {
@@ -141,12 +141,12 @@ pub fn find(_: &Ctx, a: &Args) -> Outcome {
             return Outcome::errno(libc::ENOENT);
         }
         std::thread::sleep(Duration::from_millis(20));
-        let now = layout();
+        let now = snapshot();
+        ids = now.iter().map(|b| b.id).collect();
         if now != last {
             last = now;
             quiet_since = Instant::now();
         }
-        ids = block_ids();
     }
 }
 
@@ -154,17 +154,6 @@ pub fn find(_: &Ctx, a: &Args) -> Outcome {
 const FIND_SETTLE: Duration = Duration::from_millis(1000);
 /// How long the blocks must stay unchanged before `memblock_find` gives up early.
 const FIND_QUIET: Duration = Duration::from_millis(150);
-
-/// Every block's id and state: what changes while memory is being added or onlined.
-fn layout() -> Vec<(u64, String)> {
-    block_ids()
-        .into_iter()
-        .map(|id| {
-            let st = sys::read_str(&format!("{MEMORY}/memory{id}/state")).unwrap_or_default();
-            (id, st)
-        })
-        .collect()
-}
 
 /// `/sys/devices/system/memory/auto_online_blocks`.
 pub fn auto_online_blocks(_: &Ctx, a: &Args) -> Outcome {
