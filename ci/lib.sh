@@ -14,6 +14,17 @@ ensure_packages() {
     # A mirror that is mid-sync fails one index; apt keeps the rest, so go on.
     apt-get update || echo "$who: apt-get update reported errors; continuing"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    # Installing can remove a package that was there: a machine with QEMU 10 from
+    # bookworm-backports loses qemu-utils when qemu-system-x86 7.2 comes in (they conflict).
+    # Install whatever is missing now, once, with the versions that fit together.
+    local gone=()
+    for p in "$@"; do
+      dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || gone+=("$p")
+    done
+    if [ ${#gone[@]} -ne 0 ]; then
+      echo "$who: installing ${gone[*]} again (removed by the install above)"
+      DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${gone[@]}"
+    fi
   else
     echo "hotfuzz needs packages; run:"
     echo "  sudo apt-get install -y --no-install-recommends ${missing[*]}"

@@ -138,22 +138,27 @@ fn signalled_from_outside(sig: libc::c_int) {
     cfg.generate = 8;
     let done = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicBool::new(false));
+    let stats = cfg.workdir.join("stats.jsonl");
     let killer = {
         let (done, killed) = (done.clone(), killed.clone());
         std::thread::spawn(move || {
-            // Wait for a guest that has been up for a while (running programs), then kill it.
-            let mut first_seen: Option<Instant> = None;
+            // Wait until the campaign has run programs on its guest (the status lines in
+            // stats.jsonl say so), then signal that guest. A deadline from the first QEMU
+            // would land in its boot on a slow machine, where Guest::boot's second attempt
+            // absorbs it and the campaign never sees a stopped guest in a run.
             while !done.load(Ordering::SeqCst) {
-                let live = hotfuzz_vm::process::live_children();
-                match (live.first(), first_seen) {
-                    (Some(_), None) => first_seen = Some(Instant::now()),
-                    (Some(&pid), Some(t)) if t.elapsed() > Duration::from_secs(12) => {
-                        // SAFETY: a QEMU this test process started.
-                        unsafe { libc::kill(pid, sig) };
-                        killed.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                    _ => {}
+                let ran = std::fs::read_to_string(&stats)
+                    .ok()
+                    .and_then(|t| t.lines().last().map(str::to_string))
+                    .and_then(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+                    .and_then(|v| v["execs"].as_u64())
+                    .unwrap_or(0);
+                if let (true, Some(&pid)) = (ran >= 2, hotfuzz_vm::process::live_children().first())
+                {
+                    // SAFETY: a QEMU this test process started.
+                    unsafe { libc::kill(pid, sig) };
+                    killed.store(true, Ordering::SeqCst);
+                    return;
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }

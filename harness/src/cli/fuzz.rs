@@ -155,8 +155,8 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
     )?;
     let k = &s.counters;
     outln!(
-        "  guests: {} boots ({} failed), {} snapshot restores ({} failed), {} runs lost to infrastructure, {} reports suppressed, {} runs out of memory",
-        k.boots, k.boot_failures, k.resets, k.reset_failures, k.infra_errors, k.suppressed, k.oom
+        "  guests: {} boots ({} failed), {} snapshot restores ({} failed), {} runs lost to infrastructure, {} reports suppressed, {} runs out of memory, {} slow (not hung)",
+        k.boots, k.boot_failures, k.resets, k.reset_failures, k.infra_errors, k.suppressed, k.oom, k.slow
     )?;
     let wall_ms = (s.elapsed.as_millis() as u64) * vms;
     outln!("  time: {}", k.time.describe(wall_ms))?;

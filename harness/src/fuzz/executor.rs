@@ -198,6 +198,7 @@ where
             (keys::SUPPRESSED, counters.suppressed, AggregatorOps::Sum),
             (keys::RESETS, counters.resets, AggregatorOps::Sum),
             (keys::OOM, counters.oom, AggregatorOps::Sum),
+            (keys::SLOW, counters.slow, AggregatorOps::Sum),
             (keys::UNFILED, counters.unfiled, AggregatorOps::Sum),
             (
                 keys::FILING_FAILURES,

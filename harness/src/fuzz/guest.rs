@@ -193,6 +193,13 @@ impl GuestTarget {
         if let Some(st) = state {
             self.state = st;
         }
+        if let Some(why) = &guest.first_boot_failed {
+            // The first attempt is a boot like any other: counted, so a campaign whose guests
+            // need two tries each shows it.
+            self.counters.boots += 1;
+            self.counters.boot_failures += 1;
+            tracing::warn!("guest {}: first boot failed: {why}", self.setup.slot);
+        }
         tracing::info!(
             "guest {} booted with profile {}: guest ready in {:.2?}, ready for programs in {:.2?}",
             self.setup.slot,
@@ -406,6 +413,10 @@ impl GuestTarget {
         }
         if verdict.oom.is_some() {
             self.counters.oom += 1;
+        }
+        if let Some(what) = &verdict.slow {
+            self.counters.slow += 1;
+            tracing::info!("guest {}: slow, not hung: {what}", self.setup.slot);
         }
         let injections = verdict.injections;
         let reports = verdict.reports;

@@ -36,6 +36,8 @@ pub mod keys {
     pub const RESETS: &str = "resets";
     /// Runs that ran the kernel out of memory.
     pub const OOM: &str = "oom";
+    /// Runs with an operation or task that was slow, not hung.
+    pub const SLOW: &str = "slow";
     /// Reports waiting for the store (it could not take them).
     pub const UNFILED: &str = "unfiled";
     /// Filings that failed, retries included.
@@ -90,6 +92,9 @@ pub struct Snapshot {
     pub resets: u64,
     /// Runs that ran the kernel out of memory (counted, not filed).
     pub oom: u64,
+    /// Runs with an operation or a task that was slow, not hung (counted, not filed).
+    #[serde(default)]
+    pub slow: u64,
     /// Reports waiting for the store (a full disk); filed when it takes them again.
     pub unfiled: u64,
     /// Filings that failed, retries included.
@@ -225,7 +230,7 @@ pub fn status_line(s: &Snapshot, duration: Option<Duration>) -> String {
         .map(|(_, v)| *v)
         .unwrap_or(0.0);
     format!(
-        "{time} | {} execs ({:.2}/s) | corpus {} | states {} | cover {} | reports {} unique ({} total) | restarts {}, resets {} (infra {}) | oom {} | in guest {in_guest:.0}%",
+        "{time} | {} execs ({:.2}/s) | corpus {} | states {} | cover {} | reports {} unique ({} total) | restarts {}, resets {} (infra {}) | oom {} | slow {} | in guest {in_guest:.0}%",
         s.execs,
         s.execs_per_sec,
         s.corpus,
@@ -237,6 +242,7 @@ pub fn status_line(s: &Snapshot, duration: Option<Duration>) -> String {
         s.resets,
         s.infra_errors,
         s.oom,
+        s.slow,
     )
 }
 
@@ -329,6 +335,7 @@ impl Monitor for StatusMonitor {
         s.suppressed = aggregated_number(keys::SUPPRESSED);
         s.resets = aggregated_number(keys::RESETS);
         s.oom = aggregated_number(keys::OOM);
+        s.slow = aggregated_number(keys::SLOW);
         s.unfiled = aggregated_number(keys::UNFILED);
         s.filing_failures = aggregated_number(keys::FILING_FAILURES);
         s.spent = super::target::TimeSpent {

@@ -128,6 +128,10 @@ pub struct TargetCounters {
     pub reset_failures: u64,
     /// Runs in which the kernel ran out of memory.
     pub oom: u64,
+    /// Runs in which an operation or a task took longer than its deadline or the hung task
+    /// timeout and then went on (counted, not filed; see `judge::slow`).
+    #[serde(default)]
+    pub slow: u64,
     /// Where the time went.
     pub time: TimeSpent,
     /// Milliseconds from the target's creation (the campaign's start) to its first program.
@@ -149,6 +153,7 @@ impl TargetCounters {
         self.resets += o.resets;
         self.reset_failures += o.reset_failures;
         self.oom += o.oom;
+        self.slow += o.slow;
         self.time.add(&o.time);
         self.first_program_ms = match (self.first_program_ms, o.first_program_ms) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -4,6 +4,7 @@
 //! the reproducer and `hotfuzz run` all use it, so they cannot judge the same run differently.
 
 pub mod oracle;
+pub mod slow;
 pub mod symbolize;
 
 use self::oracle::GuestCheck;
@@ -12,6 +13,7 @@ use crate::report::{Report, ReportType};
 use crate::run::agent::Agent;
 use crate::run::guest::HUNG_TASK_TIMEOUT;
 use crate::run::runner::RunResult;
+use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::console::ConsoleLine;
 use hotfuzz_vm::Vm;
 use std::time::{Duration, Instant};
@@ -33,8 +35,12 @@ pub struct Verdict {
     /// Fault injection armed in the guest when the reports were made (notifier errors,
     /// fail_page_alloc, poisoned pages).
     pub injections: Vec<String>,
-    /// How long judging waited for the hung task detector to name a stuck operation.
+    /// How long judging waited for the hung task detector to name a stuck operation, or to
+    /// see whether a blocked task went on.
     pub hang_wait: Duration,
+    /// Set when an operation was stuck or a task blocked for longer than the hung task
+    /// timeout, and then went on (see [`slow`]): counted, not filed.
+    pub slow: Option<String>,
 }
 
 /// The kernel reports in a run's console output.
@@ -124,17 +130,64 @@ pub fn judge(
             ..Verdict::default()
         };
     }
-    let mut hang_wait = Duration::ZERO;
+    let t = Instant::now();
+    let stuck: Vec<usize> = run
+        .ops
+        .iter()
+        .filter(|o| matches!(o.outcome, Some(Outcome::Stuck)))
+        .map(|o| o.index)
+        .collect();
+    let all_back = |vm: &Vm, run: &RunResult| {
+        let back = slow::came_back(&vm.console().lines_since(run.console_mark), &run.program_id);
+        stuck.iter().all(|i| back.contains_key(i))
+    };
     if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
-        let t = Instant::now();
+        // A stuck operation: wait for the hung task detector to name the function, or for
+        // the operation to come back (it was slow, not stuck).
         let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
-        let _ = vm
-            .console()
-            .wait_for_text(run.console_mark, deadline, "blocked for more than");
+        while Instant::now() < deadline && vm.is_alive() && !all_back(vm, run) {
+            let lines = vm.console().lines_since(run.console_mark);
+            if lines
+                .iter()
+                .any(|l| l.text.contains("blocked for more than"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         std::thread::sleep(Duration::from_secs(1));
         reports = self::reports(vm, agent, prog, run, Duration::ZERO);
-        hang_wait = t.elapsed();
     }
+    let pids = slow::hung_pids(&reports);
+    if !pids.is_empty() {
+        // A blocked task: hung only if the detector still reports it after three timeouts.
+        let deadline =
+            Instant::now() + Duration::from_secs(slow::HUNG_REPORTS as u64 * HUNG_TASK_TIMEOUT + 5);
+        while Instant::now() < deadline && vm.is_alive() && !vm.stopped() {
+            let counts = slow::blocked_counts(&vm.console().lines_since(run.console_mark));
+            if pids
+                .iter()
+                .any(|p| counts.get(p).copied().unwrap_or(0) >= slow::HUNG_REPORTS)
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    let mut slow_note = None;
+    if vm.is_alive() && !vm.stopped() && (!stuck.is_empty() || !pids.is_empty()) {
+        let console = vm.console().lines_since(run.console_mark);
+        let back = slow::came_back(&console, &run.program_id);
+        let counts = slow::blocked_counts(&console);
+        let (kept, note) = slow::sift(reports, &stuck, &back, &counts);
+        reports = kept;
+        slow_note = note;
+    }
+    let hang_wait = if stuck.is_empty() && pids.is_empty() {
+        Duration::ZERO
+    } else {
+        t.elapsed()
+    };
     if let Some(status) = vm.exit_status() {
         // QEMU died while the run was being judged (after the probe saw it alive, e.g. killed
         // from outside while the agent was asked): whatever the probe concluded from the
@@ -160,6 +213,7 @@ pub fn judge(
     v.injections.sort();
     v.injections.dedup();
     v.hang_wait = hang_wait;
+    v.slow = slow_note;
     v
 }
 

@@ -117,6 +117,9 @@ impl GuestConfig {
         m.cmdline.push(format!(
             "sysctl.kernel.hung_task_timeout_secs={HUNG_TASK_TIMEOUT}"
         ));
+        // Without a limit: a task still blocked is reported again every timeout, which is
+        // how the judge tells a hang from a long wait (judge::slow). The default stops at 10.
+        m.cmdline.push("sysctl.kernel.hung_task_warnings=-1".into());
         Ok(m)
     }
 

@@ -25,6 +25,9 @@ pub struct Guest {
     ready: Option<HostOps>,
     /// How long the snapshot took to save.
     pub saved_in: Option<Duration>,
+    /// Why the first boot could not be driven, when [`Guest::boot`] had to boot a second
+    /// time: callers count it as a failed boot.
+    pub first_boot_failed: Option<String>,
 }
 
 impl std::fmt::Debug for Guest {
@@ -56,6 +59,7 @@ impl Guest {
             opts.dir_parent = Some(d.to_path_buf());
         }
         let mut vm = Arc::new(Vm::boot(&p.kernel, &p.image, &opts).context("booting the guest")?);
+        let mut first_boot_failed = None;
         let runner = match Runner::new(vm.clone(), run_log) {
             Ok(r) => r,
             Err(e) => {
@@ -65,6 +69,12 @@ impl Guest {
                 // host disconnects, an agent could stay silent. One more boot costs seconds;
                 // a caller that gives up costs a run, or a regression entry its night.
                 tracing::warn!("{name}: {e:#}; booting it once more");
+                let stopped = if vm.stopped() {
+                    " (QEMU was stopped from outside)"
+                } else {
+                    ""
+                };
+                first_boot_failed = Some(format!("{e:#}{stopped}"));
                 vm.kill();
                 drop(vm);
                 vm = Arc::new(
@@ -90,6 +100,7 @@ impl Guest {
             vm,
             ready,
             saved_in,
+            first_boot_failed,
         })
     }
 

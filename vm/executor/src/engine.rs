@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// How long an operation may keep running after its deadline signal before it is
 /// declared stuck.
 pub const GRACE: Duration = Duration::from_secs(2);
+/// How long an executor waits, after its program's end, for operations abandoned as stuck
+/// to return (longer than the host's hang wait, see `judge` in the harness).
+pub const LATE_WAIT: Duration = Duration::from_secs(60);
 const PENDING: u8 = 0;
 const RUNNING: u8 = 1;
 const DONE: u8 = 2;
@@ -57,6 +60,8 @@ pub struct Engine {
     partial: Mutex<Vec<Option<Outcome>>>,
     started: Instant,
     abandoned: Mutex<BTreeSet<u32>>,
+    /// Operations abandoned as stuck whose call has not returned yet.
+    stuck: Mutex<BTreeSet<usize>>,
     cover: Mutex<BTreeMap<u32, BTreeSet<u64>>>,
     deadline: Instant,
     kcov: bool,
@@ -114,6 +119,7 @@ impl Engine {
             partial: Mutex::new(vec![None; n]),
             started: Instant::now(),
             abandoned: Mutex::new(BTreeSet::new()),
+            stuck: Mutex::new(BTreeSet::new()),
             cover: Mutex::new(BTreeMap::new()),
             deadline,
             kcov,
@@ -266,6 +272,7 @@ impl Engine {
         {
             let dur = Duration::from_millis(self.prog.ops[i].timeout_ms) + GRACE;
             let (runs, oks, spent) = lock(&self.counts)[i];
+            lock(&self.stuck).insert(i);
             self.store(i, Outcome::Stuck);
             self.emit(&Event::Done {
                 i,
@@ -402,6 +409,9 @@ impl Engine {
                     let started = Instant::now();
                     let outcome = self.run_once(t, i, &args, kcov.as_ref(), &mut cover);
                     let spent = started.elapsed();
+                    if lock(&self.stuck).remove(&i) {
+                        self.came_back(i, t);
+                    }
                     {
                         let mut c = lock(&self.counts);
                         c[i].0 += 1;
@@ -497,6 +507,31 @@ impl Engine {
             Outcome::Errno { errno, .. } if was_signalled => Outcome::Timeout { errno },
             // Finished right at the deadline; keep what it said.
             o => o,
+        }
+    }
+
+    /// An operation abandoned as stuck returned after all: says so in the kernel log (with
+    /// how long after the program started), so that the host can tell a slow operation, such
+    /// as an offline that migrated for long under TCG, from a hung one.
+    fn came_back(&self, i: usize, t: u32) {
+        if let (Some(fd), Some(id)) = (&self.kmsg, &self.prog.kmsg_id) {
+            let ms = self.started.elapsed().as_millis() as u64;
+            let line = format!("<6>{}\n", crate::protocol::kmsg_late_marker(id, i, t, ms));
+            // SAFETY: writing a buffer we own to our own fd; failures are ignored.
+            unsafe { libc::write(fd.0, line.as_ptr().cast(), line.len()) };
+        }
+    }
+
+    /// Waits, up to `limit`, for the operations abandoned as stuck to return (each one that
+    /// does says so in the kernel log). Returns how many are still in the kernel.
+    pub fn wait_for_stuck(&self, limit: Duration) -> usize {
+        let until = Instant::now() + limit;
+        loop {
+            let left = lock(&self.stuck).len();
+            if left == 0 || Instant::now() >= until {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -108,7 +108,11 @@ fn run_from_stdin() {
     drop(input);
     eng.run();
     let _ = std::io::stdout().flush();
-    // Threads stuck in the kernel cannot be joined; leave without waiting for them.
+    // Give operations abandoned as stuck a while to come back: each one that returns says so
+    // in the kernel log, which is how the host tells slow from hung. The agent has already
+    // forwarded the program's end; nothing waits for this process.
+    eng.wait_for_stuck(engine::LATE_WAIT);
+    // Threads still stuck in the kernel cannot be joined; leave without waiting for them.
     // SAFETY: everything has been reported and flushed.
     unsafe { libc::_exit(0) };
 }

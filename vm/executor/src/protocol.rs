@@ -279,6 +279,29 @@ pub fn kmsg_marker(program: &str, op: usize, thread: u32, name: &str) -> String 
     format!("{MARKER_PREFIX}{program} op {op} (thread {thread}): {name}")
 }
 
+/// What starts the line the executor writes into the kernel log when an operation that the
+/// watchdog abandoned as stuck returns after all.
+pub const LATE_PREFIX: &str = "hotfuzz: abandoned operation returned: program ";
+
+/// The line (without the `<6>` log level) saying that operation `op` of `program`, abandoned
+/// as stuck, returned `ms` milliseconds after the program started: it was slow, not hung.
+pub fn kmsg_late_marker(program: &str, op: usize, thread: u32, ms: u64) -> String {
+    format!("{LATE_PREFIX}{program} op {op} (thread {thread}) after {ms} ms")
+}
+
+/// A late-return line read back from a console line: (program, op, milliseconds).
+pub fn parse_kmsg_late(line: &str) -> Option<(String, usize, u64)> {
+    let rest = line.split(LATE_PREFIX).nth(1)?;
+    let (program, rest) = rest.split_once(" op ")?;
+    let (op, rest) = rest.split_once(' ')?;
+    let ms = rest.split(") after ").nth(1)?.strip_suffix(" ms")?;
+    Some((
+        program.to_string(),
+        op.parse().ok()?,
+        ms.trim().parse().ok()?,
+    ))
+}
+
 /// A kernel-log marker read back from a console line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Marker {
