@@ -95,3 +95,49 @@ fn an_offline_that_blocks_for_fifteen_seconds_and_returns_is_slow_not_hung() {
     );
     assert_eq!(v.slow, None);
 }
+
+#[test]
+fn an_agent_that_answers_again_after_eighty_seconds_was_slow_not_lost() {
+    let g = GuestConfig {
+        accel: AccelChoice::Tcg,
+        ..GuestConfig::new(Arch::X86_64)
+    };
+    let vm = g.prepare().unwrap().boot("hotfuzz-judge-test").unwrap();
+    let log = tempfile::tempdir().unwrap();
+    let mut runner = Runner::new(&vm, &log.path().join("run.log")).unwrap();
+    // The guest's agent freezes a second into the program and thaws 80 s later: the host
+    // hears nothing for longer than its 20 s probe, while the kernel is fine.
+    let agent = vm.run("pidof hotfuzz-executor").unwrap();
+    let agent = agent.trim();
+    assert!(
+        !agent.is_empty() && agent.split(' ').all(|p| p.parse::<u32>().is_ok()),
+        "no agent process: {agent:?}"
+    );
+    vm.run(&format!(
+        "setsid sh -c 'sleep 1; kill -STOP {agent}; sleep 80; kill -CONT {agent}' \
+         </dev/null >/dev/null 2>&1 &"
+    ))
+    .unwrap();
+    let d = Descriptions::embedded();
+    let prog = Program::parse("sleep_ms(ms=0xbb8)\n", &d).unwrap();
+    // Given up on at 8 s + the host's 30 s margin, resynced for 5 s, probed for 20 s: the
+    // agent thaws during the judge's second chance (60 s more).
+    let opts = RunOptions {
+        timeout: Some(Duration::from_secs(8)),
+        ..OPTS
+    };
+    let mut run = runner.run(&d, &prog, &opts).unwrap();
+    assert!(
+        run.lost.is_some(),
+        "the frozen agent went unnoticed: {run:?}"
+    );
+    let v = hotfuzz::judge::judge(&vm, runner.agent(), &prog, &mut run, Duration::ZERO);
+    let titles: Vec<&str> = v.reports.iter().map(|r| r.title.as_str()).collect();
+    assert!(titles.is_empty(), "filed {titles:?}");
+    assert!(v.infra.is_none(), "{:?}", v.infra);
+    let slow = v
+        .slow
+        .clone()
+        .unwrap_or_else(|| panic!("not counted as slow: lost {:?}, {v:?}", run.lost));
+    assert!(slow.contains("answered again"), "{slow}");
+}

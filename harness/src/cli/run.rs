@@ -4,7 +4,8 @@ use crate::cli::guest_flags::GuestArgs;
 use anyhow::Result;
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::text::read_program;
-use hotfuzz::run::runner::{describe_outcome, RunOptions, Runner};
+use hotfuzz::run::reset::Guest;
+use hotfuzz::run::runner::{describe_outcome, RunOptions};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -55,15 +56,14 @@ pub fn run(a: RunArgs) -> Result<i32> {
     let d = descriptions(a.descriptions.as_deref())?;
     let prog = read_program(&a.prog, &d)?;
     let p = a.guest.config()?.prepare()?;
-    let mut vm = p.boot("hotfuzz")?;
-    if let Err(e) = Runner::new(&vm, &vm.dir().join("run.log")) {
-        // The guest died while booting (under TCG an `Oops: int3` from the kernel's own text
-        // patching now and then) or its agent stayed silent: that says nothing about the
-        // program, and one more boot costs seconds.
-        eprintln!("hotfuzz: {e:#}; booting the guest once more");
-        vm.kill();
-        vm = p.boot("hotfuzz")?;
+    // Guest::boot boots once more when the first guest cannot be driven (under TCG an
+    // `Oops: int3` from the kernel's own text patching now and then): that says nothing
+    // about the program.
+    let mut guest = Guest::boot(&p, "hotfuzz", false, None, a.run_log.as_deref(), |_| Ok(()))?;
+    if let Some(why) = &guest.first_boot_failed {
+        eprintln!("hotfuzz: the first guest could not be driven ({why}); booted it once more");
     }
+    let vm = guest.vm().clone();
     let run_log = match &a.run_log {
         Some(p) => p.clone(),
         None => vm.dir().join("run.log"),
@@ -83,7 +83,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
     );
     let mut json_runs = Vec::new();
     {
-        let mut runner = Runner::new(&vm, &run_log)?;
+        let runner = guest.runner_mut();
         let opts = RunOptions {
             kcov: !a.no_kcov,
             timeout: a.timeout.map(Duration::from_secs),
@@ -214,6 +214,10 @@ pub fn run(a: RunArgs) -> Result<i32> {
             }
         }
     }
+    drop(vm);
+    let mut vm = guest
+        .into_vm()
+        .ok_or_else(|| anyhow::anyhow!("the guest is still in use"))?;
     // The logs are what a run produces: keep them (without the bulky initrd).
     vm.keep_dir();
     if a.json {

@@ -184,7 +184,7 @@ impl GuestTarget {
             &format!("hotfuzz-fuzz{}", self.setup.slot),
             self.setup.reset != ResetMode::Reboot,
             Some(&self.setup.vm_dir),
-            &run_log,
+            Some(&run_log),
             |runner| {
                 state = Some(crate::run::probe::guest_state(runner.vm(), runner.agent())?);
                 Ok(())

@@ -103,6 +103,12 @@ pub fn primary(reports: &[Report]) -> Option<usize> {
         .or_else(|| (!reports.is_empty()).then_some(0))
 }
 
+/// How long QEMU's monitor gets to answer `query-status` when the guest went quiet.
+pub const QMP_ANSWERS_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a guest that stopped answering gets to answer again before it counts as lost.
+pub const LOST_AGAIN: Duration = Duration::from_secs(60);
+
 /// Whether any report came from the kernel.
 pub fn kernel_says(reports: &[Report]) -> bool {
     reports.iter().any(|r| !is_oracle(r.kind))
@@ -129,6 +135,28 @@ pub fn judge(
             infra: Some("QEMU was stopped from outside (SIGSTOP) during the run".into()),
             ..Verdict::default()
         };
+    }
+    if vm.is_alive()
+        && !kernel_says(&reports)
+        && reports.iter().any(|r| {
+            matches!(
+                r.kind,
+                ReportType::LostConnection | ReportType::NoOutput | ReportType::StuckOp
+            )
+        })
+    {
+        // A guest that went quiet while QEMU's own monitor does not answer either: QEMU is
+        // stuck (seen: a device_add that never returned, with the whole guest frozen behind
+        // it). Nothing the kernel did can be told from that.
+        if let Err(e) = vm
+            .qmp()
+            .execute_timeout("query-status", None, QMP_ANSWERS_WITHIN)
+        {
+            return Verdict {
+                infra: Some(format!("QEMU itself stopped answering: {e}")),
+                ..Verdict::default()
+            };
+        }
     }
     let t = Instant::now();
     let stuck: Vec<usize> = run
@@ -183,7 +211,36 @@ pub fn judge(
         reports = kept;
         slow_note = note;
     }
-    let hang_wait = if stuck.is_empty() && pids.is_empty() {
+    let mut waited_again = false;
+    if reports.iter().any(|r| r.kind == ReportType::LostConnection)
+        && !kernel_says(&reports)
+        && vm.is_alive()
+        && !vm.stopped()
+    {
+        // The agent did not answer for 20 s, and the kernel said nothing: no soft lockup, no
+        // RCU stall, no hung task, which it would have for a CPU or a task stuck that long.
+        // Ask once more: a guest that answers again was slow (TCG, memory pressure), not lost.
+        waited_again = true;
+        let asked = Instant::now();
+        if agent.alive(LOST_AGAIN) {
+            reports.retain(|r| r.kind != ReportType::LostConnection);
+            let again = format!(
+                "the guest answered again {:.0} s after it stopped answering",
+                asked.elapsed().as_secs_f64() + 20.0
+            );
+            slow_note = Some(match slow_note {
+                Some(n) => format!("{n}; {again}"),
+                None => again,
+            });
+        } else {
+            // Still silent: what the kernel printed meanwhile may explain it.
+            run.console = vm.console().lines_since(run.console_mark);
+            let mut all = console_reports(run);
+            all.extend(reports.into_iter().filter(|r| is_oracle(r.kind)));
+            reports = all;
+        }
+    }
+    let hang_wait = if stuck.is_empty() && pids.is_empty() && !waited_again {
         Duration::ZERO
     } else {
         t.elapsed()

@@ -198,7 +198,7 @@ fn fresh_guest<'g>(
             &format!("hotfuzz-repro{slot}"),
             true,
             None,
-            run_log,
+            Some(run_log),
             |_| Ok(()),
         )
         .map_err(|e| format!("the guest did not boot: {e:#}"))?;

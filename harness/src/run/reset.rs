@@ -41,7 +41,7 @@ impl std::fmt::Debug for Guest {
 
 impl Guest {
     /// Boots `p` as `name` (its VM directory under `dir_parent` when given), connects a runner
-    /// logging to `run_log`, runs `before_snapshot` (e.g. probing the guest's state), and
+    /// logging to `run_log` (default: `run.log` in the VM directory), runs `before_snapshot` (e.g. probing the guest's state), and
     /// with `snapshots` saves the ready snapshot. A failed save leaves a guest that can only
     /// be booted again (logged); the other failures are errors.
     pub fn boot(
@@ -49,9 +49,10 @@ impl Guest {
         name: &str,
         snapshots: bool,
         dir_parent: Option<&Path>,
-        run_log: &Path,
+        run_log: Option<&Path>,
         before_snapshot: impl FnOnce(&Runner<Arc<Vm>>) -> Result<()>,
     ) -> Result<Guest> {
+        let log_of = |vm: &Vm| run_log.map_or_else(|| vm.dir().join("run.log"), Path::to_path_buf);
         let mut opts = p.options.clone();
         opts.name = name.to_string();
         opts.snapshots = snapshots;
@@ -60,7 +61,7 @@ impl Guest {
         }
         let mut vm = Arc::new(Vm::boot(&p.kernel, &p.image, &opts).context("booting the guest")?);
         let mut first_boot_failed = None;
-        let runner = match Runner::new(vm.clone(), run_log) {
+        let runner = match Runner::new(vm.clone(), &log_of(&vm)) {
             Ok(r) => r,
             Err(e) => {
                 // Now and then a guest that booted cannot be driven: under TCG the kernel
@@ -80,7 +81,7 @@ impl Guest {
                 vm = Arc::new(
                     Vm::boot(&p.kernel, &p.image, &opts).context("booting the guest again")?,
                 );
-                Runner::new(vm.clone(), run_log)?
+                Runner::new(vm.clone(), &log_of(&vm))?
             }
         };
         before_snapshot(&runner)?;
@@ -153,6 +154,12 @@ impl Guest {
             self.runner = Some(runner);
         }
         Ok(t.elapsed())
+    }
+
+    /// The guest's VM, its runner dropped; `None` while something else still holds the VM.
+    pub fn into_vm(mut self) -> Option<Vm> {
+        self.runner = None;
+        Arc::try_unwrap(self.vm).ok()
     }
 
     /// Stops the guest: powered off when nothing else holds it, killed otherwise.
