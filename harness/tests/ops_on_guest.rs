@@ -70,8 +70,13 @@ fn val(r: &RunResult, i: usize) -> u64 {
 fn ok(r: &RunResult, i: usize) {
     assert!(
         matches!(out(r, i), Outcome::Ok { .. }),
-        "op {i}: {:?}",
-        out(r, i)
+        "op {i}: {:?}\nconsole:\n{}",
+        out(r, i),
+        r.console
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }
 

@@ -76,7 +76,10 @@ pub const IMPLEMENTED: &[&str] = &[
 /// The longest `virtio_mem_wait` waits, whatever the program asks for.
 pub const MAX_WAIT: Duration = Duration::from_secs(5);
 
-/// How long `virtio_mem_wait` waits for a device whose plugged size stopped changing.
+/// How long `virtio_mem_wait` waits for a device whose plugged size stopped changing, once it
+/// has changed at all. Before the first change only the wait's own deadline applies: the
+/// guest unplugs a fully plugged memory block by offlining and removing all of it, and the
+/// size drops only when that is done (seconds for 128 MiB under TCG).
 pub const WAIT_STALL: Duration = Duration::from_millis(1500);
 
 /// The argument the guest's executor adds to every host request: the guest's `MemAvailable`
@@ -187,6 +190,7 @@ impl HostOps {
                 // guest refused, an unplug of memory it cannot give back).
                 let ms = Duration::from_millis(int(args, "ms")?).min(MAX_WAIT);
                 let deadline = Instant::now() + ms;
+                let mut first: Option<u64> = None;
                 let mut last = (u64::MAX, Instant::now());
                 loop {
                     let want = qom_u64(m, &id, "requested-size")?;
@@ -194,10 +198,11 @@ impl HostOps {
                     if size == want {
                         return Ok(Outcome::val(size));
                     }
+                    let first = *first.get_or_insert(size);
                     if size != last.0 {
                         last = (size, Instant::now());
                     }
-                    let stalled = last.1.elapsed() >= WAIT_STALL;
+                    let stalled = size != first && last.1.elapsed() >= WAIT_STALL;
                     if Instant::now() >= deadline || stalled {
                         return Err(Outcome::Errno {
                             errno: libc::ETIMEDOUT,
