@@ -165,19 +165,17 @@ pub fn judge(
         .filter(|o| matches!(o.outcome, Some(Outcome::Stuck)))
         .map(|o| o.index)
         .collect();
-    let all_back = |vm: &Vm, run: &RunResult| {
-        let back = slow::came_back(&vm.console().lines_since(run.console_mark), &run.program_id);
-        stuck.iter().all(|i| back.contains_key(i))
-    };
     if reports.iter().any(|r| r.kind == ReportType::StuckOp) && !kernel_says(&reports) {
         // A stuck operation: wait for the hung task detector to name the function, or for
         // the operation to come back (it was slow, not stuck).
         let deadline = Instant::now() + Duration::from_secs(3 * HUNG_TASK_TIMEOUT + 5);
-        while Instant::now() < deadline && vm.is_alive() && !all_back(vm, run) {
+        while Instant::now() < deadline && vm.is_alive() {
             let lines = vm.console().lines_since(run.console_mark);
-            if lines
-                .iter()
-                .any(|l| l.text.contains("blocked for more than"))
+            let back = slow::came_back(&lines, &run.program_id);
+            if stuck.iter().all(|i| back.contains_key(i))
+                || lines
+                    .iter()
+                    .any(|l| l.text.contains("blocked for more than"))
             {
                 break;
             }
@@ -226,7 +224,7 @@ pub fn judge(
             reports.retain(|r| r.kind != ReportType::LostConnection);
             let again = format!(
                 "the guest answered again {:.0} s after it stopped answering",
-                asked.elapsed().as_secs_f64() + 20.0
+                (asked.elapsed() + crate::run::probe::AGENT_ANSWERS_WITHIN).as_secs_f64()
             );
             slow_note = Some(match slow_note {
                 Some(n) => format!("{n}; {again}"),

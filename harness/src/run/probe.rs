@@ -96,6 +96,9 @@ done
     Ok(st)
 }
 
+/// How long the agent gets to answer after a run before the guest counts as not answering.
+pub const AGENT_ANSWERS_WITHIN: Duration = Duration::from_secs(20);
+
 /// What the harness knows about the guest after a run.
 #[derive(Debug, Clone, Default)]
 pub struct GuestCheck {
@@ -118,7 +121,7 @@ impl GuestCheck {
     pub fn probe(vm: &Vm, agent: &Agent, settle: Duration) -> GuestCheck {
         // A stopped QEMU answers neither the agent nor QMP: nothing to wait for.
         let stopped = vm.stopped();
-        let agent_alive = vm.is_alive() && !stopped && agent.alive(Duration::from_secs(20));
+        let agent_alive = vm.is_alive() && !stopped && agent.alive(AGENT_ANSWERS_WITHIN);
         // Looked at after the agent: a QEMU that died while the agent was asked is a dead
         // QEMU, not a lost connection.
         let qemu_alive = vm.is_alive();
