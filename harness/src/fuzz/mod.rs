@@ -20,6 +20,7 @@ pub mod input;
 pub mod monitor;
 pub mod mutators;
 pub mod objective;
+pub mod parent_death;
 pub mod target;
 
 use anyhow::{bail, Context, Result};
@@ -392,7 +393,7 @@ pub fn run_single(cfg: &FuzzConfig) -> Result<Summary> {
 pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
     use libafl::events::{EventConfig, Launcher};
     use libafl_bolts::core_affinity::Cores;
-    use libafl_bolts::shmem::{ShMemProvider, StdShMemProvider};
+    use libafl_bolts::shmem::ShMemProvider;
 
     let Prepared {
         _lock,
@@ -436,7 +437,8 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
         reports: cfg.reports.clone(),
         quiet: false,
     });
-    let shmem = StdShMemProvider::new().map_err(|e| anyhow::anyhow!("shared memory: {e}"))?;
+    let shmem =
+        parent_death::DiesWithParent::new().map_err(|e| anyhow::anyhow!("shared memory: {e}"))?;
     let client_log = w.logs().join("clients.log");
     let client_log_str = client_log.to_string_lossy().to_string();
     let outcomes = w.root.join("clients");

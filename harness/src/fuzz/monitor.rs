@@ -140,8 +140,6 @@ pub struct StatusMonitor {
     started: Instant,
     started_wall: SystemTime,
     ticker: Option<std::thread::JoinHandle<()>>,
-    /// The process that made the monitor (the Launcher; its broker is a forked child).
-    creator: u32,
 }
 
 impl StatusMonitor {
@@ -156,7 +154,6 @@ impl StatusMonitor {
             started: Instant::now(),
             started_wall: SystemTime::now(),
             ticker: None,
-            creator: std::process::id(),
         }
     }
 
@@ -172,12 +169,6 @@ impl StatusMonitor {
     fn ensure_ticker(&mut self) {
         if self.ticker.is_some() {
             return;
-        }
-        if std::process::id() != self.creator {
-            // The broker LibAFL forked from the Launcher: it goes when the Launcher goes.
-            if let Err(e) = hotfuzz_vm::process::exit_when_gone(self.creator as i32, None) {
-                tracing::warn!("{e}");
-            }
         }
         let shared = self.shared.clone();
         let cfg = self.cfg.clone();
