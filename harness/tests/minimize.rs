@@ -1,7 +1,8 @@
 //! The minimization logic against fake oracles, without guests: a deterministic bug is cut down
 //! to exactly its trigger within the run budget; a flaky bug never leads to a program that no
 //! longer reproduces; infrastructure failures are not runs; several guests test candidates at
-//! once; a race too rare to minimize is amplified first.
+//! once; a race too rare to minimize is amplified first, and a race whose walker stopped
+//! before the unplug it raced is given the whole unplug.
 
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::gen::Generator;
@@ -9,8 +10,8 @@ use hotfuzz::program::prog::Rep;
 use hotfuzz::program::prog::{Arg, Program};
 use hotfuzz::program::state::GuestState;
 use hotfuzz::repro::minimize::{
-    amplify, merge, ops, remove_ops, renumber, runs_per_candidate, Candidate, Evidence, Minimizer,
-    Options, Oracle, RunOutcome,
+    again, amplify, merge, ops, outlast, remove_ops, renumber, runs_per_candidate, Candidate,
+    Evidence, Minimizer, Options, Oracle, RunOutcome,
 };
 use hotfuzz::repro::plant::interleave;
 use hotfuzz::repro::plant::orphans;
@@ -494,4 +495,170 @@ fn a_race_too_rare_to_minimize_is_amplified_first() {
         assert!(r.crashes >= 1, "seed {seed}: {r}\n{log}");
     }
     assert!(minimized >= 6, "{minimized} of 8 seeds minimized");
+}
+
+/// The shape of a campaign's fake-offline race (BENCHMARKS.md, 2026-12-03): a walker loops on
+/// thread 1 while thread 0 plugs, shrinks the device and does a few quick things after.
+const SHRINK_RACE: &str = "\
+virtio_mem_resize(dev=0x0, size=0x10400000)
+virtio_mem_wait(dev=0x0, ms=0x1c)
+r0 = memblock_find(which=\"partial\", nth=0x0)
+memblock_state(block=0x7, state=\"online_movable\")
+virtio_mem_resize(dev=0x0, size=0xe00000)
+r1 = mmap_anon(len=0x2000, thp=\"nohuge\", populate=0x0, node=0x0)
+split_huge_pages_all() (thread: 1, loop)
+r2 = pfn_find(block=r0, kind=\"offline\", nth=0x9b)
+yield()
+sleep_ms(ms=0x1)
+";
+
+/// A fake kernel for [`SHRINK_RACE`]: a shrink of device 0 (a resize below the size before
+/// it) unplugs in the background, and the bug fires with chance `q` when a walker loops for
+/// the whole unplug, that is, when the shrinking thread waits for the device afterwards.
+/// Without the wait the loop has ended before the unplug starts, and it never fires.
+struct Shrinky {
+    q: f64,
+    rng: rand_chacha::ChaCha8Rng,
+}
+
+/// Shrinks a looping walker raced for their whole length, and the first one's index.
+fn raced_shrinks(c: &Candidate) -> (u32, Option<usize>) {
+    let (mut n, mut at, mut base) = (0, None, 0);
+    for p in c {
+        let walker = p.ops.iter().any(|o| o.rep == Rep::Loop);
+        let mut size = 0;
+        for (i, o) in p.ops.iter().enumerate() {
+            if o.name != "virtio_mem_resize" || o.args[0] != Arg::Int(0) {
+                continue;
+            }
+            let Arg::Int(new) = o.args[1] else { continue };
+            let waited = p.ops[i + 1..].iter().any(|w| {
+                w.thread == o.thread && w.name == "virtio_mem_wait" && w.args[0] == Arg::Int(0)
+            });
+            if walker && new < size && waited {
+                n += 1;
+                at.get_or_insert(base + i);
+            }
+            size = new;
+        }
+        base += p.ops.len();
+    }
+    (n, at)
+}
+
+impl Oracle for Shrinky {
+    fn slots(&self) -> usize {
+        1
+    }
+
+    fn run(&mut self, jobs: &[Candidate]) -> Vec<RunOutcome> {
+        jobs.iter()
+            .map(|c| {
+                let (n, at) = raced_shrinks(c);
+                let p = 1.0 - (1.0 - self.q).powi(n as i32);
+                match at {
+                    Some(at) if self.rng.gen_bool(p) => {
+                        RunOutcome::Crashed(Box::new(evidence(c, at)))
+                    }
+                    _ => RunOutcome::Clean,
+                }
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn outlasting_waits_once_for_each_resized_device_after_the_rest() {
+    let d = Descriptions::embedded();
+    let p = Program::parse(SHRINK_RACE, &d).unwrap();
+    assert_eq!(raced_shrinks(&vec![p.clone()]).0, 0);
+    let a = outlast(&vec![p.clone()], &d).unwrap();
+    a[0].validate(&d).unwrap();
+    assert_eq!(ops(&a), p.ops.len() + 1);
+    let last = a[0].ops.last().unwrap();
+    assert_eq!(last.name, "virtio_mem_wait");
+    assert_eq!((last.thread, &last.args[0]), (0, &Arg::Int(0)));
+    assert_eq!(last.args[1], Arg::Int(5000), "as long as a wait may be");
+    assert_eq!(raced_shrinks(&a).0, 1);
+    assert!(outlast(&a, &d).is_none(), "it already waits last");
+    // Nothing loops: nothing is stopped early, nothing to outlast.
+    let plain =
+        Program::parse("virtio_mem_resize(dev=0x0, size=0x10000000)\nyield()\n", &d).unwrap();
+    assert!(outlast(&vec![plain], &d).is_none());
+}
+
+#[test]
+fn again_runs_the_threads_without_a_loop_twice() {
+    let d = Descriptions::embedded();
+    let p = Program::parse(RACE, &d).unwrap();
+    let a = again(&vec![p.clone()]).unwrap();
+    a[0].validate(&d).unwrap();
+    // Thread 1 (the walker and its producer) is not copied; thread 0's 8 operations are.
+    assert_eq!(ops(&a), p.ops.len() + 8);
+    assert_eq!(race_iterations(&a).0, 8);
+    // The copy's block is a block of its own, and the copied find makes a result of its own
+    // that the copied offlines use.
+    let text = a[0].print(&d);
+    assert_eq!(text.matches("repeat 4 {").count(), 2, "{text}");
+    let finds: Vec<_> = a[0]
+        .ops
+        .iter()
+        .filter(|o| o.name == "memblock_find")
+        .map(|o| o.ret.unwrap())
+        .collect();
+    assert_eq!(finds.len(), 2);
+    assert_ne!(finds[0], finds[1]);
+    let copied_offline = a[0]
+        .ops
+        .iter()
+        .rev()
+        .find(|o| o.name == "memblock_state")
+        .unwrap();
+    assert_eq!(copied_offline.args[0], Arg::Ref(finds[1]), "{text}");
+    // Too long a copy is not made; a program without a loop is left alone.
+    let mut long = a.clone();
+    for _ in 0..3 {
+        long = again(&long).unwrap_or(long);
+    }
+    assert!(ops(&long) <= hotfuzz::repro::minimize::AGAIN_MAX_OPS);
+    let plain = Program::parse("yield()\nsleep_ms(ms=0x1)\n", &d).unwrap();
+    assert!(again(&vec![plain]).is_none());
+}
+
+#[test]
+fn a_walker_stopped_before_the_unplug_it_raced_is_given_the_whole_unplug() {
+    // The campaign caught the race in a program's last moments; on replay the walker stops
+    // before the unplug and it never fires. Outlasting the resize gives it the unplug, and
+    // the minimizer goes on from the amplified program, keeping the wait.
+    let d = Descriptions::embedded();
+    let p = Program::parse(SHRINK_RACE, &d).unwrap();
+    let mut minimized = 0;
+    for seed in 0..6u64 {
+        let mut o = Shrinky {
+            q: 0.7,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+        };
+        let m = Minimizer::new(&d, &mut o, Options::default()).run(std::slice::from_ref(&p));
+        let log = m.log.join("\n");
+        assert!(
+            log.contains("loops outlasting the resizes"),
+            "seed {seed}:\n{log}"
+        );
+        assert_eq!(
+            m.original.crashes, 0,
+            "seed {seed}: the replay never fires\n{log}"
+        );
+        if m.gave_up.is_some() {
+            continue;
+        }
+        minimized += 1;
+        let (n, _) = raced_shrinks(&m.candidate);
+        assert!(n >= 1, "seed {seed}: the race is gone\n{log}");
+        assert!(
+            ops(&m.candidate) < ops(&vec![p.clone()]),
+            "seed {seed}:\n{log}"
+        );
+        assert!(m.reliability.unwrap().crashes >= 1, "seed {seed}:\n{log}");
+    }
+    assert!(minimized >= 5, "{minimized} of 6 seeds minimized");
 }

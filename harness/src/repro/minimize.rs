@@ -11,9 +11,10 @@
 //!
 //! Steps, cheapest and most effective first:
 //! 1. history: the last program alone, then with the programs before it; a race that
-//!    reproduces in fewer than half of its runs (or in none) is then *amplified*, its repeated
-//!    blocks run four times as often, for as long as that makes it reproduce more often (and
-//!    step 7 then leaves its repetitions alone);
+//!    reproduces in fewer than half of its runs (or in none) is then *amplified*, for as long
+//!    as that makes it reproduce more often (and step 7 then leaves its repetitions alone):
+//!    its repeated blocks run four times as often, its loops are made to outlast its
+//!    virtio-mem resizes, or what its threads without a loop do runs twice;
 //! 2. merging a history of several programs into one;
 //! 3. dropping the operations that had not started when the report appeared;
 //! 4. dropping whole families of operations unrelated to the crashing one (workload, gup, ...);
@@ -177,7 +178,10 @@ pub struct Minimized {
 /// Operations that only wait for the guest to catch up (a virtio-mem resize to complete).
 /// Delta debugging keeps them: without them a reproducer depends on timing, and one lucky run
 /// under a loaded host is enough to drop one.
-pub const SYNC_OPS: &[&str] = &["virtio_mem_wait"];
+pub const SYNC_OPS: &[&str] = &[WAIT_OP];
+
+/// The operation that waits for a virtio-mem device to reach its requested size.
+const WAIT_OP: &str = "virtio_mem_wait";
 
 /// Below this reliability a candidate with repeated blocks is amplified (see [`amplify`]).
 pub const AMPLIFY_BELOW: f64 = 0.5;
@@ -205,6 +209,181 @@ pub fn amplify(c: &Candidate) -> Option<Candidate> {
         }
     }
     changed.then_some(out)
+}
+
+/// The operation that requests a virtio-mem device's size; [`outlast`] waits after it.
+const RESIZE_OP: &str = "virtio_mem_resize";
+
+/// Whether `p` has a thread that loops (a walker or workload running beside the others).
+fn has_loop(p: &Program) -> bool {
+    p.ops.iter().any(|o| o.rep == Rep::Loop)
+}
+
+/// Threads of `p` that have no looping operation: the ones whose end ends the loops.
+fn finite_threads(p: &Program) -> BTreeSet<u32> {
+    let looping: BTreeSet<u32> = p
+        .ops
+        .iter()
+        .filter(|o| o.rep == Rep::Loop)
+        .map(|o| o.thread)
+        .collect();
+    p.ops
+        .iter()
+        .map(|o| o.thread)
+        .filter(|t| !looping.contains(t))
+        .collect()
+}
+
+/// `c` with the loops made to outlast every virtio-mem resize: each thread without a loop
+/// that resizes a device ends with a wait, as long as the wait may last, for that device to
+/// reach its size. A loop runs only until the other threads are done, but a resize returns
+/// when the host has asked for the size, and the guest plugs or unplugs afterwards, for
+/// seconds under TCG. A walker racing an unplug that the campaign caught in the last moments
+/// of a program is then stopped before the unplug on replay, and only a wait gives it the
+/// whole unplug to race. `None` when no program has a loop and a resize, or each already
+/// waits last.
+pub fn outlast(c: &Candidate, d: &Descriptions) -> Option<Candidate> {
+    let wait = d.op(WAIT_OP)?;
+    let mut out = c.clone();
+    let mut changed = false;
+    for p in &mut out {
+        if !has_loop(p) {
+            continue;
+        }
+        for t in finite_threads(p) {
+            let mine: Vec<&crate::program::prog::Op> =
+                p.ops.iter().filter(|o| o.thread == t).collect();
+            // The devices this thread resizes, in the order of their last resize.
+            let mut devs: Vec<Arg> = Vec::new();
+            for o in mine.iter().filter(|o| o.name == RESIZE_OP) {
+                if let Some(dev) = o.args.first() {
+                    devs.retain(|x| x != dev);
+                    devs.push(dev.clone());
+                }
+            }
+            let waits_last = |dev: &Arg| {
+                mine.iter()
+                    .rev()
+                    .take_while(|o| o.name == wait.name)
+                    .any(|o| o.args.first() == Some(dev))
+            };
+            let missing: Vec<Arg> = devs.into_iter().filter(|dev| !waits_last(dev)).collect();
+            for dev in &missing {
+                let args = wait
+                    .args
+                    .iter()
+                    .map(|a| match (&a.name[..], &a.ty) {
+                        ("dev", _) => Some(dev.clone()),
+                        (_, ArgType::Int { max, .. }) => Some(Arg::Int(*max as u64)),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<Arg>>>()?;
+                p.ops
+                    .push(crate::program::prog::Op::new(&wait.name, args, None, t));
+                changed = true;
+            }
+        }
+    }
+    changed.then_some(out)
+}
+
+/// At most this many operations in a program [`again`] makes.
+pub const AGAIN_MAX_OPS: usize = 96;
+
+/// `c` with what the threads without a loop do run a second time, after themselves, while
+/// the loops go on: a second plug and unplug, a second round of offlines. The copy makes
+/// results of its own, and its blocks are blocks of their own (a block cannot hold one). For
+/// a race whose window is a whole sequence (a device grown and then shrunk) rather than one
+/// repeated block. `None` when no program has a loop, or the copy would make a program
+/// longer than [`AGAIN_MAX_OPS`].
+pub fn again(c: &Candidate) -> Option<Candidate> {
+    let mut out = c.clone();
+    let mut changed = false;
+    for p in &mut out {
+        if !has_loop(p) {
+            continue;
+        }
+        let finite = finite_threads(p);
+        let copy_len = p.ops.iter().filter(|o| finite.contains(&o.thread)).count();
+        if copy_len == 0 || p.ops.len() + copy_len > AGAIN_MAX_OPS {
+            continue;
+        }
+        let mut next_ret = crate::program::gen::next_ret_number(p);
+        let mut next_block = p
+            .ops
+            .iter()
+            .filter_map(|o| match o.rep {
+                Rep::Block { block, .. } => Some(block + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        let mut rets: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut blocks: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut copy = Vec::with_capacity(copy_len);
+        for o in p.ops.iter().filter(|o| finite.contains(&o.thread)) {
+            let mut o = o.clone();
+            for a in &mut o.args {
+                if let Arg::Ref(r) = a {
+                    // Results made by the copied run follow it; earlier ones stay.
+                    if let Some(n) = rets.get(r) {
+                        *r = *n;
+                    }
+                }
+            }
+            if let Some(r) = o.ret {
+                rets.insert(r, next_ret);
+                o.ret = Some(next_ret);
+                next_ret += 1;
+            }
+            if let Rep::Block { block, times } = o.rep {
+                let b = *blocks.entry(block).or_insert_with(|| {
+                    next_block += 1;
+                    next_block - 1
+                });
+                o.rep = Rep::Block { block: b, times };
+            }
+            copy.push(o);
+        }
+        p.ops.extend(copy);
+        changed = true;
+    }
+    changed.then_some(out)
+}
+
+/// The ways [`Minimizer`] amplifies a race, in the order it tries them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Amplification {
+    /// [`amplify`]: repeated blocks repeat more often.
+    Blocks,
+    /// [`outlast`]: loops run until the devices reached their size.
+    Outlast,
+    /// [`again`]: the threads without a loop run their operations twice.
+    Again,
+}
+
+impl Amplification {
+    const ALL: [Amplification; 3] = [
+        Amplification::Blocks,
+        Amplification::Outlast,
+        Amplification::Again,
+    ];
+
+    fn apply(self, c: &Candidate, d: &Descriptions) -> Option<Candidate> {
+        match self {
+            Amplification::Blocks => amplify(c),
+            Amplification::Outlast => outlast(c, d),
+            Amplification::Again => again(c),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Amplification::Blocks => format!("blocks repeated {AMPLIFY_BY}x as often"),
+            Amplification::Outlast => "loops outlasting the resizes".into(),
+            Amplification::Again => "threads without a loop run twice".into(),
+        }
+    }
 }
 
 /// Drives an oracle through the steps.
@@ -724,18 +903,23 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
     ) -> Result<(Candidate, Reliability, Option<Evidence>), String> {
         let (mut cur, mut r, mut ev) = (cur, r, ev);
         self.step = "amplify".into();
-        while r.rate() < AMPLIFY_BELOW {
-            let Some(a) = amplify(&cur) else {
-                break;
-            };
-            let (ar, aev) = self.measure(&a)?;
-            let msg = format!("blocks repeated {AMPLIFY_BY}x as often: reproduced {ar} (was {r})");
-            self.note(ops(&a), msg);
-            if aev.is_none() || ar.rate() <= r.rate() {
-                break;
+        // Each round takes the first form that reproduces more often than the current one;
+        // the rounds end when none does (or the race reproduces often enough).
+        'rounds: while r.rate() < AMPLIFY_BELOW {
+            for form in Amplification::ALL {
+                let Some(a) = form.apply(&cur, self.d) else {
+                    continue;
+                };
+                let (ar, aev) = self.measure(&a)?;
+                let msg = format!("{}: reproduced {ar} (was {r})", form.describe());
+                self.note(ops(&a), msg);
+                if aev.is_some() && ar.rate() > r.rate() {
+                    (cur, r, ev) = (a, ar, aev);
+                    self.amplified = true;
+                    continue 'rounds;
+                }
             }
-            (cur, r, ev) = (a, ar, aev);
-            self.amplified = true;
+            break;
         }
         Ok((cur, r, ev))
     }
