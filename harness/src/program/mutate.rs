@@ -357,16 +357,27 @@ fn duplicate(p: &mut Program, g: &mut Generator, max_len: usize) -> bool {
     let start = g.rng.gen_range(0..p.ops.len());
     let most = (p.ops.len() - start).min(4).min(max_len - p.ops.len());
     let len = g.rng.gen_range(1..=most);
-    let mut copy: Vec<crate::program::prog::Op> = p.ops[start..start + len].to_vec();
+    let mut copy = fresh_copy(&p.ops[start..start + len], next_ret_number(p));
     for o in &mut copy {
         // A copy of a loop or of part of a block runs once where it lands.
         o.rep = Rep::Once;
     }
-    // The copies produce new results; references to results made inside the copied run
-    // follow them, references to earlier results stay.
-    let mut next = next_ret_number(p);
+    let at = start + len;
+    p.ops.splice(at..at, copy);
+    true
+}
+
+/// A copy of `ops` that produces results of its own, numbered from `next`: references to
+/// results made inside the copied run follow the copy, references to earlier results stay.
+/// Repetition is copied as it is.
+pub fn fresh_copy<'a>(
+    ops: impl IntoIterator<Item = &'a crate::program::prog::Op>,
+    mut next: u32,
+) -> Vec<crate::program::prog::Op> {
     let mut map: HashMap<u32, u32> = HashMap::new();
-    for op in &mut copy {
+    let mut copy = Vec::new();
+    for op in ops {
+        let mut op = op.clone();
         for a in &mut op.args {
             if let Arg::Ref(r) = a {
                 if let Some(n) = map.get(r) {
@@ -379,10 +390,9 @@ fn duplicate(p: &mut Program, g: &mut Generator, max_len: usize) -> bool {
             op.ret = Some(next);
             next += 1;
         }
+        copy.push(op);
     }
-    let at = start + len;
-    p.ops.splice(at..at, copy);
-    true
+    copy
 }
 
 fn splice(p: &mut Program, other: &Program, g: &mut Generator, max_len: usize) -> bool {

@@ -94,6 +94,18 @@ pub struct Program {
 }
 
 impl Program {
+    /// A block number no operation of the program uses yet.
+    pub fn next_block(&self) -> u32 {
+        self.ops
+            .iter()
+            .filter_map(|o| match o.rep {
+                Rep::Block { block, .. } => Some(block + 1),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// A short stable identifier: the hash of the program's text.
     pub fn id(&self, d: &Descriptions) -> String {
         blake3::hash(self.print(d).as_bytes()).to_hex()[..16].to_string()

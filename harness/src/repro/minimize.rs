@@ -308,34 +308,13 @@ pub fn again(c: &Candidate) -> Option<Candidate> {
         if copy_len == 0 || p.ops.len() + copy_len > AGAIN_MAX_OPS {
             continue;
         }
-        let mut next_ret = crate::program::gen::next_ret_number(p);
-        let mut next_block = p
-            .ops
-            .iter()
-            .filter_map(|o| match o.rep {
-                Rep::Block { block, .. } => Some(block + 1),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
-        let mut rets: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut next_block = p.next_block();
         let mut blocks: BTreeMap<u32, u32> = BTreeMap::new();
-        let mut copy = Vec::with_capacity(copy_len);
-        for o in p.ops.iter().filter(|o| finite.contains(&o.thread)) {
-            let mut o = o.clone();
-            for a in &mut o.args {
-                if let Arg::Ref(r) = a {
-                    // Results made by the copied run follow it; earlier ones stay.
-                    if let Some(n) = rets.get(r) {
-                        *r = *n;
-                    }
-                }
-            }
-            if let Some(r) = o.ret {
-                rets.insert(r, next_ret);
-                o.ret = Some(next_ret);
-                next_ret += 1;
-            }
+        let mut copy = crate::program::mutate::fresh_copy(
+            p.ops.iter().filter(|o| finite.contains(&o.thread)),
+            crate::program::gen::next_ret_number(p),
+        );
+        for o in &mut copy {
             if let Rep::Block { block, times } = o.rep {
                 let b = *blocks.entry(block).or_insert_with(|| {
                     next_block += 1;
@@ -343,7 +322,6 @@ pub fn again(c: &Candidate) -> Option<Candidate> {
                 });
                 o.rep = Rep::Block { block: b, times };
             }
-            copy.push(o);
         }
         p.ops.extend(copy);
         changed = true;

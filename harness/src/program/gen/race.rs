@@ -156,15 +156,7 @@ impl<'a> Generator<'a> {
             p.ops.extend(made);
         }
         let times = *RACE_TIMES.choose(&mut self.rng).expect("non-empty");
-        let block = p
-            .ops
-            .iter()
-            .filter_map(|o| match o.rep {
-                Rep::Block { block, .. } => Some(block + 1),
-                _ => None,
-            })
-            .max()
-            .unwrap_or(0);
+        let block = p.next_block();
         for o in &mut p.ops[block_start..] {
             o.rep = Rep::Block { block, times };
         }
