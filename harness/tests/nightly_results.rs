@@ -153,6 +153,7 @@ fn night(top: &Path) -> (Night, Store) {
         execs_per_sec: 0.6,
         corpus: 12,
         states: 300,
+        slow: 3,
         stopped: "the duration ran out".into(),
         ..Default::default()
     });
@@ -265,6 +266,7 @@ fn the_page_renders_with_its_plots_and_tables() {
         assert!(!page.contains(bad), "the page has {bad}");
     }
     assert!(page.contains("class=\"verdict exit1\""), "{page}");
+    assert!(page.contains("3 slow but not hung"), "{page}");
     let Some(chromium) = tool("chromium", "chromium") else {
         return;
     };

@@ -289,7 +289,7 @@ pub fn night_page(n: &Night, stats: &[StatPoint]) -> String {
     if let Some(f) = &n.fuzz {
         let _ = write!(
             h,
-            "<p>{} executions in {} ({:.2}/s), corpus {}, {} state features, {} PCs; {} boots ({} failed), {} runs lost to infrastructure, {} out of memory, {} suppressed. {}</p>{}",
+            "<p>{} executions in {} ({:.2}/s), corpus {}, {} state features, {} PCs; {} boots ({} failed), {} runs lost to infrastructure, {} out of memory, {} slow but not hung, {} suppressed. {}</p>{}",
             f.execs,
             duration(f.seconds),
             f.execs_per_sec,
@@ -300,6 +300,7 @@ pub fn night_page(n: &Night, stats: &[StatPoint]) -> String {
             f.boot_failures,
             f.infra_errors,
             f.oom,
+            f.slow,
             f.suppressed,
             esc(&f.stopped),
             if f.time.is_empty() {

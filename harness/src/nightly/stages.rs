@@ -271,6 +271,7 @@ pub fn fuzz(ctx: &mut Ctx, night: &mut Night, time: Duration) -> Result<FuzzReco
         infra_errors: k.infra_errors,
         suppressed: k.suppressed,
         oom: k.oom,
+        slow: k.slow,
         time: k.time.describe(s.elapsed.as_millis() as u64 * c.vms as u64),
         stopped: s.stopped.clone(),
         reports: s.reports.iter().map(|r| r.0.clone()).collect(),

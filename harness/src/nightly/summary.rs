@@ -184,6 +184,10 @@ pub struct FuzzRecord {
     pub suppressed: u64,
     /// Runs out of memory.
     pub oom: u64,
+    /// Runs that were slow, not hung: every operation the guest gave up on came back, and no
+    /// task stayed blocked (nights before this field read as 0).
+    #[serde(default)]
+    pub slow: u64,
     /// Where the guests' time went.
     pub time: String,
     /// Why it stopped.
