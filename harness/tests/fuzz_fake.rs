@@ -193,6 +193,7 @@ fn params(dir: &Path, seed: u64, max_execs: Option<u64>) -> ClientParams {
         seeds: Vec::new(),
         generate: 4,
         race_rate: 0.4,
+        race_walkers: Vec::new(),
         program_len: 8,
         max_len: 24,
         seed,

@@ -106,6 +106,10 @@ pub struct FuzzConfig {
     /// Chance that a generated program is a race: movers repeated on a memory block found at
     /// run time while a PFN walker loops on another thread (0 to 1).
     pub race_rate: f64,
+    /// The walkers generated races take in turn (operation names with role `walker`); empty:
+    /// all of them. For hunting a race whose walker is known, and `hotfuzz repro --splat`
+    /// sets it to the walkers a splat's stack points at.
+    pub race_walkers: Vec<String>,
     /// Longest program mutations may make.
     pub max_len: usize,
     /// How a guest gets back to a clean state: `snapshot` (restore the snapshot taken right
@@ -170,6 +174,7 @@ impl Default for FuzzConfig {
             generate: 4,
             program_len: 12,
             race_rate: crate::program::gen::RACE_RATE,
+            race_walkers: Vec::new(),
             max_len: 40,
             reset: ResetMode::Snapshot,
             restart_every: 100,
@@ -454,6 +459,26 @@ impl FuzzConfig {
                 "kernel: give a package or a path, not both".into(),
             ));
         }
+        if !self.race_walkers.is_empty() {
+            let d = crate::program::desc::Descriptions::embedded();
+            for name in &self.race_walkers {
+                match d.op(name) {
+                    Some(o) if o.has_role(crate::program::desc::Role::Walker) => {}
+                    Some(_) => {
+                        return Err(top(
+                            "race_walkers",
+                            format!("race_walkers: {name:?} is not a walker"),
+                        ))
+                    }
+                    None => {
+                        return Err(top(
+                            "race_walkers",
+                            format!("race_walkers: no operation named {name:?}"),
+                        ))
+                    }
+                }
+            }
+        }
         if !self.op_weights.is_empty() {
             let d = crate::program::desc::Descriptions::embedded();
             for name in self.op_weights.keys() {
@@ -621,6 +646,18 @@ mod tests {
             format!("{f}:3:3: op_weights: no operation named \"nope\"")
         );
         assert!(FuzzConfig::from_yaml("op_weights: {yield: 2}\n").is_ok());
+        // Race walkers are walkers.
+        let e = err("race_walkers: [kpageflags_read, yield]\n");
+        assert!(
+            e.ends_with("race_walkers: \"yield\" is not a walker"),
+            "{e}"
+        );
+        let e = err("race_walkers: [nope]\n");
+        assert!(
+            e.ends_with("race_walkers: no operation named \"nope\""),
+            "{e}"
+        );
+        assert!(FuzzConfig::from_yaml("race_walkers: [kpageflags_read]\n").is_ok());
         // A key left at its default has no line.
         let e = err("program_len: 500\n");
         assert!(e.starts_with(&format!("{f}:1:1: program_len (500)")), "{e}");

@@ -57,6 +57,8 @@ pub struct ClientParams {
     pub program_len: usize,
     /// Chance that a generated program is a race.
     pub race_rate: f64,
+    /// The walkers races take in turn (empty: all).
+    pub race_walkers: Vec<String>,
     /// Longest program.
     pub max_len: usize,
     /// Random seed.
@@ -147,7 +149,8 @@ where
     executor.on_execution = observe;
     // One walker rotation for every race this instance generates, starting at a place of
     // its own so instances take different walkers first.
-    let turns = WalkerTurns::starting_at(p.seed.wrapping_add(p.client as u64 * 7));
+    let turns =
+        WalkerTurns::starting_at(p.seed.wrapping_add(p.client as u64 * 7)).only(&p.race_walkers);
     let mutator = SingleChoiceScheduledMutator::new(mutators::all(
         &p.d,
         &guest_state,

@@ -175,6 +175,27 @@ pub fn bias(s: &Splat, d: &Descriptions) -> BTreeMap<String, u32> {
     w
 }
 
+/// The walkers among the operations [`bias`] raised, in name order: a splat whose stack
+/// points at PFN walkers (a fake-offline page someone held a reference to) is a race, and
+/// races that take other walkers cannot hit it.
+pub fn walkers(weights: &BTreeMap<String, u32>, d: &Descriptions) -> Vec<String> {
+    weights
+        .keys()
+        .filter(|n| {
+            d.op(n)
+                .is_some_and(|o| o.has_role(crate::program::desc::Role::Walker) && !o.host)
+        })
+        .cloned()
+        .collect()
+}
+
+/// Chance that a generated program is a race when the splat is one.
+const SPLAT_RACE_RATE: f64 = 0.9;
+
+/// Programs generated at the start when the splat is a race: a race is hit by a fresh race,
+/// and mutation makes few.
+const SPLAT_GENERATE: usize = 100;
+
 /// `hotfuzz repro --splat`: fuzz towards the splat for at most `duration`, then reproduce.
 pub fn reproduce_splat(
     o: &ReproOptions,
@@ -196,6 +217,16 @@ pub fn reproduce_splat(
     );
     let mut cfg = o.config.clone();
     cfg.vms = 1;
+    let race = walkers(&weights, &d);
+    if !race.is_empty() {
+        eprintln!(
+            "hotfuzz repro: races take their walkers from {}",
+            race.join(", ")
+        );
+        cfg.race_rate = cfg.race_rate.max(SPLAT_RACE_RATE);
+        cfg.generate = cfg.generate.max(SPLAT_GENERATE);
+        cfg.race_walkers = race;
+    }
     cfg.op_weights = weights;
     cfg.stop_on_titles = s.titles.clone();
     cfg.duration = Some(humantime::format_duration(duration).to_string());
@@ -305,6 +336,12 @@ mod tests {
             assert!(w[op] >= own * 10, "{op}: {w:?}");
         }
         assert!(!w.contains_key("mmap_anon"), "{w:?}");
+        // The stack is a race's: races take the walkers it points at, and only those.
+        let race = walkers(&w, &d);
+        for op in ["split_huge_pages_all", "kpageflags_read"] {
+            assert!(race.iter().any(|r| r == op), "{op}: {race:?}");
+        }
+        assert!(!race.iter().any(|r| r == "memblock_state"), "{race:?}");
         assert!(parse("nothing to see\n").is_err());
     }
 }

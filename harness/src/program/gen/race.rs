@@ -16,21 +16,38 @@ use rand::Rng;
 /// long stretches (with 13 walkers, a given one is missing from 50 races one time in 50),
 /// and a campaign that needs that walker waits that long. Taking the walkers in turn, from a
 /// random start, keeps the same share for each and puts every walker into every run of as
-/// many races as there are walkers.
+/// many races as there are walkers. A campaign hunting a race whose walker it knows keeps
+/// only those walkers in the rotation.
 #[derive(Debug, Clone, Default)]
-pub struct WalkerTurns(std::sync::Arc<std::sync::atomic::AtomicU64>);
+pub struct WalkerTurns {
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The walkers in the rotation (operation names); empty: every enabled walker.
+    only: std::sync::Arc<Vec<String>>,
+}
 
 impl WalkerTurns {
     /// A rotation whose first turn is `start` (taken modulo the number of walkers).
     pub fn starting_at(start: u64) -> WalkerTurns {
-        WalkerTurns(std::sync::Arc::new(std::sync::atomic::AtomicU64::new(
-            start,
-        )))
+        WalkerTurns {
+            next: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(start)),
+            only: Default::default(),
+        }
+    }
+
+    /// The rotation with only the walkers named in `names` (all of them when it is empty).
+    pub fn only(mut self, names: &[String]) -> WalkerTurns {
+        self.only = std::sync::Arc::new(names.to_vec());
+        self
     }
 
     /// The next turn.
     fn take(&self) -> u64 {
-        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether walker `name` is in the rotation.
+    fn has(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|n| n == name)
     }
 }
 
@@ -252,13 +269,24 @@ impl<'a> Generator<'a> {
         target: Option<u32>,
         turn: Option<u64>,
     ) {
-        let cands: Vec<&OpDesc> = self
+        let mut cands: Vec<&OpDesc> = self
             .enabled
             .iter()
             .copied()
             .filter(|o| o.has_role(role) && !o.host)
             .filter(|o| !o.persistent || role == Role::Walker)
             .collect();
+        if let (Some(_), Some(turns)) = (turn, &self.walker_turns) {
+            // A rotation kept to some walkers; all of them when none of those is enabled here.
+            let kept: Vec<&OpDesc> = cands
+                .iter()
+                .copied()
+                .filter(|o| turns.has(&o.name))
+                .collect();
+            if !kept.is_empty() {
+                cands = kept;
+            }
+        }
         let picked = match turn {
             Some(k) if !cands.is_empty() => cands.get((k % cands.len() as u64) as usize),
             _ => cands.choose(&mut self.rng),
@@ -480,5 +508,37 @@ mod tests {
         assert!(random
             .windows(walkers.len())
             .any(|w| w.iter().collect::<BTreeSet<_>>().len() < walkers.len()));
+    }
+
+    #[test]
+    fn a_rotation_kept_to_some_walkers_takes_only_those_in_turn() {
+        let d = Descriptions::embedded();
+        let st = GuestState::model(&MachineConfig::new(Arch::X86_64));
+        let keep = vec![
+            "split_huge_pages_all".to_string(),
+            "kpageflags_read".to_string(),
+        ];
+        let turns = WalkerTurns::starting_at(0).only(&keep);
+        let mut seen = Vec::new();
+        for seed in 0..12u64 {
+            let mut g = Generator::new(&d, &st, seed);
+            g.race_rate = 1.0;
+            g.walker_turns = Some(turns.clone());
+            let p = g.generate(12);
+            p.validate(&d).unwrap();
+            let w = p.ops.iter().rfind(|o| o.thread == 1).expect("a walker");
+            assert!(keep.contains(&w.name), "{} is not kept", w.name);
+            seen.push(w.name.clone());
+        }
+        for pair in seen.windows(2) {
+            assert_ne!(pair[0], pair[1], "{seen:?}");
+        }
+        // A name no enabled walker has leaves the whole rotation.
+        let turns = WalkerTurns::starting_at(0).only(&["nope".to_string()]);
+        let mut g = Generator::new(&d, &st, 1);
+        g.race_rate = 1.0;
+        g.walker_turns = Some(turns);
+        let p = g.generate(12);
+        assert!(p.ops.iter().any(|o| o.thread == 1), "{}", p.print(&d));
     }
 }
