@@ -17,6 +17,7 @@ use hotfuzz_vm::qmp::Qmp;
 use hotfuzz_vm::{MachineConfig, Vm};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Where the executor lives in the guest.
@@ -168,7 +169,19 @@ pub fn errno_name(e: i32) -> &'static str {
 }
 
 /// hotfuzz's QMP client as the monitor host operations run on.
-pub struct QmpMonitor<'a>(pub &'a Qmp);
+pub struct QmpMonitor<'a> {
+    qmp: &'a Qmp,
+    /// Set when a command got no answer in time: QEMU's main loop is stuck (a device_add
+    /// that never returned has been seen), and the guest's I/O with it.
+    unanswered: &'a AtomicBool,
+}
+
+impl<'a> QmpMonitor<'a> {
+    /// Host operations' view of `qmp`; `unanswered` is set when a command times out.
+    pub fn new(qmp: &'a Qmp, unanswered: &'a AtomicBool) -> QmpMonitor<'a> {
+        QmpMonitor { qmp, unanswered }
+    }
+}
 
 impl Monitor for QmpMonitor<'_> {
     fn execute(
@@ -176,19 +189,32 @@ impl Monitor for QmpMonitor<'_> {
         command: &str,
         arguments: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, MonitorError> {
-        self.0.execute(command, arguments).map_err(|e| match e {
+        if self.unanswered() {
+            // Behind a command that never came back, this one would wait its 30 s too.
+            return Err(MonitorError::Timeout(format!(
+                "QMP {command}: the monitor stopped answering"
+            )));
+        }
+        self.qmp.execute(command, arguments).map_err(|e| match e {
             hotfuzz_vm::Error::QemuGone(m) => MonitorError::Gone(m),
-            hotfuzz_vm::Error::Timeout(m) => MonitorError::Timeout(m),
+            hotfuzz_vm::Error::Timeout(m) => {
+                self.unanswered.store(true, Ordering::SeqCst);
+                MonitorError::Timeout(m)
+            }
             e => MonitorError::Refused(e.to_string()),
         })
     }
 
     fn event_mark(&self) -> usize {
-        self.0.event_mark()
+        self.qmp.event_mark()
+    }
+
+    fn unanswered(&self) -> bool {
+        self.unanswered.load(Ordering::SeqCst)
     }
 
     fn events_since(&self, mark: usize) -> Vec<(String, serde_json::Value)> {
-        self.0
+        self.qmp
             .events_since(mark)
             .into_iter()
             .map(|e| (e.name, e.data))
@@ -428,6 +454,7 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
             })
             .collect();
         let vm: &Vm = &self.vm;
+        let qmp_unanswered = AtomicBool::new(false);
         let mut rec = Recorder {
             log: &mut self.log,
             prog,
@@ -444,7 +471,7 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
                 start.as_bytes(),
                 &mut self.host,
                 &names,
-                &QmpMonitor(vm.qmp()),
+                &QmpMonitor::new(vm.qmp(), &qmp_unanswered),
                 &mut rec,
                 t0 + budget + Duration::from_secs(30),
             )

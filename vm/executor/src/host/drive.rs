@@ -149,6 +149,12 @@ pub fn drive(
                 out.lost = Some(why);
                 return;
             }
+            if mon.unanswered() {
+                // The guest's I/O goes through the main loop that stopped answering: waiting
+                // out the program's deadline (minutes) would show nothing more.
+                out.lost = Some("QEMU's monitor stopped answering during the program".into());
+                return;
+            }
             if Instant::now() >= deadline {
                 out.lost = Some("the program did not finish before its deadline".into());
                 return;
@@ -244,6 +250,123 @@ pub fn sync(
         }
         if Instant::now() >= deadline {
             return Err("the guest agent did not answer".into());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::ops::{HostMachine, MonitorError};
+    use serde_json::Value;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An executor that says hello, asks for one host operation, then says nothing.
+    struct Quiet(Vec<Vec<u8>>);
+
+    impl Channel for Quiet {
+        fn send(&mut self, _: &[u8]) -> std::io::Result<()> {
+            Ok(())
+        }
+        fn recv(&mut self, timeout: Duration) -> std::io::Result<Recv> {
+            if self.0.is_empty() {
+                std::thread::sleep(timeout);
+                return Ok(Recv::Timeout);
+            }
+            Ok(Recv::Data(self.0.remove(0)))
+        }
+    }
+
+    /// A QEMU whose monitor never answers.
+    #[derive(Default)]
+    struct Stuck(AtomicBool);
+
+    impl Monitor for Stuck {
+        fn execute(&self, c: &str, _: Option<Value>) -> Result<Value, MonitorError> {
+            self.0.store(true, Ordering::SeqCst);
+            Err(MonitorError::Timeout(format!("QMP {c} did not answer")))
+        }
+        fn event_mark(&self) -> usize {
+            0
+        }
+        fn events_since(&self, _: usize) -> Vec<(String, Value)> {
+            Vec::new()
+        }
+        fn unanswered(&self) -> bool {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    struct Nothing;
+
+    impl Observer for Nothing {
+        fn event(&mut self, _: &Event) {}
+        fn host_done(&mut self, _: usize, _: &Outcome) {}
+        fn noise(&mut self, _: &str) {}
+        fn check(&mut self) -> Option<String> {
+            None
+        }
+    }
+
+    #[test]
+    fn a_monitor_that_stops_answering_ends_the_run_before_its_deadline() {
+        let lines = vec![
+            b"{\"ev\":\"hello\",\"version\":1,\"kcov\":false}\n".to_vec(),
+            b"{\"ev\":\"host\",\"i\":0,\"args\":{\"dev\":{\"int\":0},\"size\":{\"int\":268435456}}}\n"
+                .to_vec(),
+        ];
+        let mut host = HostOps::new(&HostMachine {
+            vmem: vec!["vm0".into()],
+            hotplug_ports: 1,
+            numa: false,
+        });
+        let t0 = Instant::now();
+        let d = drive(
+            &mut Quiet(lines),
+            b"run\n",
+            &mut host,
+            &["virtio_mem_resize".to_string()],
+            &Stuck::default(),
+            &mut Nothing,
+            t0 + Duration::from_secs(120),
+        );
+        assert!(d.hello);
+        assert!(
+            d.lost
+                .as_deref()
+                .is_some_and(|l| l.contains("monitor stopped answering")),
+            "{d:?}"
+        );
+        assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+        // A monitor that answers leaves the run to its deadline.
+        let mut host = HostOps::new(&HostMachine::default());
+        let t0 = Instant::now();
+        let d = drive(
+            &mut Quiet(Vec::new()),
+            b"run\n",
+            &mut host,
+            &[],
+            &Answers,
+            &mut Nothing,
+            t0 + Duration::from_millis(300),
+        );
+        assert!(
+            d.lost.as_deref().is_some_and(|l| l.contains("deadline")),
+            "{d:?}"
+        );
+    }
+
+    struct Answers;
+
+    impl Monitor for Answers {
+        fn execute(&self, _: &str, _: Option<Value>) -> Result<Value, MonitorError> {
+            Ok(Value::Null)
+        }
+        fn event_mark(&self) -> usize {
+            0
+        }
+        fn events_since(&self, _: usize) -> Vec<(String, Value)> {
+            Vec::new()
         }
     }
 }

@@ -37,6 +37,11 @@ pub trait Monitor: Sync {
     fn event_mark(&self) -> usize;
     /// Events (name, data) received at or after `mark`.
     fn events_since(&self, mark: usize) -> Vec<(String, Value)>;
+    /// Whether a command went unanswered: QEMU's main loop is stuck (a `device_add` that
+    /// never returned has been seen), and a program waiting for the guest waits for nothing.
+    fn unanswered(&self) -> bool {
+        false
+    }
 }
 
 /// What host operations need to know about the machine.

@@ -21,6 +21,8 @@ struct Conn {
 /// A QMP connection over a unix socket.
 pub struct UnixQmp {
     conn: Mutex<Conn>,
+    /// A command got no answer in time.
+    unanswered: std::sync::atomic::AtomicBool,
 }
 
 impl UnixQmp {
@@ -50,6 +52,7 @@ impl UnixQmp {
                 next_id: 1,
                 events: Vec::new(),
             }),
+            unanswered: Default::default(),
         };
         q.execute("qmp_capabilities", None)?;
         Ok(q)
@@ -77,9 +80,11 @@ impl Monitor for UnixQmp {
                     if e.kind() == std::io::ErrorKind::WouldBlock
                         || e.kind() == std::io::ErrorKind::TimedOut =>
                 {
+                    self.unanswered
+                        .store(true, std::sync::atomic::Ordering::SeqCst);
                     return Err(MonitorError::Timeout(format!(
                         "QMP {command} did not answer"
-                    )))
+                    )));
                 }
                 Err(e) => return Err(MonitorError::Gone(format!("reading QMP: {e}"))),
             }
@@ -103,6 +108,10 @@ impl Monitor for UnixQmp {
             }
             return Ok(v.get("return").cloned().unwrap_or(Value::Null));
         }
+    }
+
+    fn unanswered(&self) -> bool {
+        self.unanswered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn event_mark(&self) -> usize {
