@@ -175,6 +175,55 @@ fn list_of_a_missing_store_creates_nothing() {
     assert!(!dir.path().join("typo").exists());
 }
 
+#[test]
+fn mark_of_a_missing_store_creates_nothing_and_a_full_stdout_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("typo/x");
+    let out = hotfuzz()
+        .args(["report", "mark", "BUG: x", "--fixed", "abc", "--dir"])
+        .arg(&typo)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no report store there"),
+        "{out:?}"
+    );
+    assert!(!dir.path().join("typo").exists());
+    // A real store, stdout on a full disk: an error, no panic, and the mark is made.
+    let store = Store::open(dir.path()).unwrap();
+    let text = std::fs::read_to_string(golden("bad-page-state.log")).unwrap();
+    let r = report::parse(&text).remove(0);
+    let ev = Evidence {
+        console_log: None,
+        excerpt: r.text.clone(),
+        programs: vec!["sleep_ms(ms=0x1)\n".into()],
+        run_log: None,
+        kernel: KernelInfo {
+            release: "6.12.117+deb12-amd64".into(),
+            origin: "test".into(),
+            config_hash: None,
+        },
+        guest: None,
+        symbolized: None,
+        injections: Vec::new(),
+    };
+    store.file(&r, &ev).unwrap();
+    let title = r.title.clone();
+    let out = hotfuzz()
+        .args(["report", "mark", &title, "--fixed", "abc", "--dir"])
+        .arg(dir.path())
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let s = String::from_utf8_lossy(&list(dir.path()).stdout).to_string();
+    assert!(s.contains("fixed"), "{s}");
+}
+
 /// A 300 MB line on stdin, and a report after it, under a 128 MiB data limit: the line is
 /// cut, not kept (reading all of stdin first needed 300 MB and more).
 #[test]

@@ -197,7 +197,7 @@ pub fn run_bisect(a: BisectArgs) -> Result<i32> {
     .on_step(print_step)
     .run()?;
     let table = engine::render(&out, direction);
-    print!("{table}");
+    out!("{table}")?;
     let result = work.join("bisect-result.txt");
     std::fs::write(&result, &table)?;
     eprintln!(
@@ -236,32 +236,32 @@ pub fn run_test(a: TestArgs) -> Result<i32> {
     };
     let (t, v, _) = driver::test_kernel(&mut oracle, &built, a.runs);
     let titles = oracle.titles();
-    println!(
+    outln!(
         "verdict: {}{}",
         v.word(),
         match &v {
             Verdict::Skip(why) => format!(" ({why})"),
             _ => String::new(),
         }
-    );
-    println!(
+    )?;
+    outln!(
         "runs:    {} ({} crashed, {} clean, {} masked, {} infra)",
         t.total(),
         t.crashed,
         t.clean,
         t.masked,
         t.infra
-    );
-    println!(
+    )?;
+    outln!(
         "bug:     {}",
         titles.first().map(String::as_str).unwrap_or("(none seen)")
-    );
+    )?;
     if v == Verdict::Good {
-        println!(
+        outln!(
             "a kernel with a bug that crashes a run with probability r looks this clean with probability (1-r)^{}: {:.3} at r=0.5",
             t.clean,
             decide::false_good(0.5, t.clean)
-        );
+        )?;
     }
     Ok(match v {
         Verdict::Good => 0,

@@ -87,24 +87,24 @@ pub struct BuildArgs {
 pub fn run(a: BuildArgs) -> Result<i32> {
     if a.list {
         for e in build::list_entries()? {
-            println!(
+            outln!(
                 "{}  {:<8} {:<24} {} {}",
                 e.dir.display(),
                 e.arch,
                 e.release,
                 &e.state[..e.state.len().min(12)],
                 e.fragments.join(",")
-            );
+            )?;
         }
         return Ok(0);
     }
     let req = a.tree.request(a.arch, a.commit.clone())?;
     let (entry, times) = build::build(&req)?;
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({"entry": entry, "times": times}))?
-        );
+        )?;
     } else {
         eprintln!(
             "hotfuzz build: {} {} ({}): {}; config {:.1?}, make {:.1?}, install {:.1?}",
@@ -120,7 +120,7 @@ pub fn run(a: BuildArgs) -> Result<i32> {
             times.make,
             times.install
         );
-        println!("{}", entry.dir.display());
+        outln!("{}", entry.dir.display())?;
     }
     Ok(0)
 }

@@ -66,40 +66,41 @@ pub fn config(a: &NightlyArgs) -> Result<NightConfig> {
     Ok(c)
 }
 
-fn print(o: &Outcome) {
+fn print(o: &Outcome) -> Result<()> {
     let n = &o.night;
-    println!("hotfuzz nightly: night {}: {}", n.id, n.verdict_line());
+    outln!("hotfuzz nightly: night {}: {}", n.id, n.verdict_line())?;
     for b in n.bugs.iter().filter(|b| b.class != Class::Invalid) {
-        println!(
+        outln!(
             "  {:<9} {:<60} seen {}, repro {}",
             b.class.name(),
             b.title,
             b.tonight,
             b.reproducibility.as_deref().unwrap_or("-")
-        );
+        )?;
     }
     for e in n
         .regression
         .iter()
         .filter(|e| e.verdict != hotfuzz::nightly::summary::Verdict::Passed)
     {
-        println!("  suite     {:<24} {:?}: {}", e.name, e.verdict, e.message);
+        outln!("  suite     {:<24} {:?}: {}", e.name, e.verdict, e.message)?;
     }
     for p in &n.problems {
-        println!("  problem   {p}");
+        outln!("  problem   {p}")?;
     }
     let f = |name: &str| o.dir.join(name).display().to_string();
-    println!("  page:    {}", f("index.html"));
-    println!("  junit:   {}", f("junit.xml"));
-    println!("  summary: {}", f("summary.json"));
-    println!("  exit {}", o.exit_code);
+    outln!("  page:    {}", f("index.html"))?;
+    outln!("  junit:   {}", f("junit.xml"))?;
+    outln!("  summary: {}", f("summary.json"))?;
+    outln!("  exit {}", o.exit_code)?;
+    Ok(())
 }
 
 /// Runs `hotfuzz nightly`.
 pub fn run(a: NightlyArgs) -> Result<i32> {
     let c = config(&a)?;
     if a.print_config {
-        print!("{}", serde_yaml::to_string(&c)?);
+        out!("{}", serde_yaml::to_string(&c)?)?;
         return Ok(0);
     }
     let stages = match &a.stages {
@@ -117,6 +118,6 @@ pub fn run(a: NightlyArgs) -> Result<i32> {
         resume: a.resume,
         no_install: a.no_install,
     })?;
-    print(&o);
+    print(&o)?;
     Ok(o.exit_code)
 }

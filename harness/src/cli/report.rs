@@ -157,15 +157,17 @@ fn mark(a: ReportMarkArgs) -> Result<i32> {
         (None, Some(why)) => Mark::Invalid(why.clone()),
         (None, None) => Mark::Reopen,
     };
-    let store = Store::open(&a.dir)?;
+    // A mistyped --dir is an error, not a new empty store.
+    let store = Store::existing(&a.dir)?
+        .ok_or_else(|| anyhow::anyhow!("{}: no report store there", a.dir.display()))?;
     let at = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let s = store.mark(&a.title, &m, &at)?;
-    println!(
+    outln!(
         "{}: {} ({})",
         s.meta.title,
         s.meta.status.state,
         s.dir.display()
-    );
+    )?;
     Ok(0)
 }
 
@@ -190,7 +192,7 @@ fn email(a: ReportEmailArgs) -> Result<i32> {
     match &a.output {
         Some(p) => hotfuzz_vm::cache::atomic_write(p, text.as_bytes())
             .with_context(|| format!("writing {}", p.display()))?,
-        None => print!("{text}"),
+        None => out!("{text}")?,
     }
     Ok(0)
 }

@@ -22,7 +22,7 @@ pub struct SetupArgs {
 pub fn run(a: SetupArgs) -> Result<i32> {
     if a.kernel_source {
         let t = hotfuzz::build::source::ensure_tree(hotfuzz::build::source::DEFAULT_SERIES)?;
-        println!("kernel tree: {}", t.display());
+        outln!("kernel tree: {}", t.display())?;
         if a.only {
             return Ok(0);
         }
