@@ -221,6 +221,16 @@ fn running(pid: u32) -> bool {
 /// QEMU with it, and their VM directories.
 #[test]
 fn killing_the_launcher_leaves_no_client_and_no_qemu() {
+    launcher_signalled(libc::SIGKILL);
+}
+
+/// SIGTERM: the launcher's handler runs and it exits; what it forked must follow.
+#[test]
+fn terminating_the_launcher_leaves_no_client_and_no_qemu() {
+    launcher_signalled(libc::SIGTERM);
+}
+
+fn launcher_signalled(sig: libc::c_int) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let tmp = dir.path().join("tmp");
@@ -255,8 +265,8 @@ fn killing_the_launcher_leaves_no_client_and_no_qemu() {
         assert!(parent.try_wait().unwrap().is_none(), "hotfuzz exited early");
         std::thread::sleep(Duration::from_millis(100));
     };
-    // SAFETY: killing our own child.
-    unsafe { libc::kill(parent.id() as i32, libc::SIGKILL) };
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(parent.id() as i32, sig) };
     parent.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -266,7 +276,7 @@ fn killing_the_launcher_leaves_no_client_and_no_qemu() {
         }
         assert!(
             Instant::now() < deadline,
-            "still running after the launcher died: {left:?}"
+            "still running after the launcher died of signal {sig}: {left:?}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -51,9 +51,22 @@ fn gone(pid: i32) -> bool {
 }
 
 fn kill_during_boot_leaves_no_qemu(signal: i32) {
+    kill_while_booting(&["vm", "boot", "--accel", "tcg", "--shell"], signal);
+}
+
+/// Runs hotfuzz with `args` (in a fresh directory, its TMPDIR inside), sends it `signal` once
+/// its first QEMU runs, and checks that QEMU and the VM directory go with it.
+fn kill_while_booting(args: &[&str], signal: i32) {
     let tmp = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cwd.path().join("p.prog"),
+        "sleep_ms(ms=0x1388)\nsleep_ms(ms=0x1388)\n",
+    )
+    .unwrap();
     let mut child = hotfuzz()
-        .args(["vm", "boot", "--accel", "tcg", "--shell"])
+        .args(args)
+        .current_dir(cwd.path())
         .env("TMPDIR", tmp.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -108,4 +121,14 @@ fn sigterm_of_hotfuzz_takes_qemu_down() {
 #[test]
 fn sigint_of_hotfuzz_takes_qemu_down() {
     kill_during_boot_leaves_no_qemu(libc::SIGINT);
+}
+
+#[test]
+fn ctrl_c_of_run_and_repro_takes_qemu_and_the_vm_directory_down() {
+    kill_while_booting(&["run", "p.prog", "--accel", "tcg"], libc::SIGINT);
+    kill_while_booting(
+        &["repro", "p.prog", "--accel", "tcg", "--runs", "1"],
+        libc::SIGINT,
+    );
+    kill_while_booting(&["run", "p.prog", "--accel", "tcg"], libc::SIGTERM);
 }
