@@ -3,7 +3,8 @@
 //! nothing; a workload that runs the program cgroup out of memory is counted as `oom`; a
 //! report made while fault injection was armed says so and carries every program since the
 //! guest's last reset; with `reset: per-program` a report's history is the one program, and
-//! running that program again reproduces it.
+//! running that program again reproduces it; a report the store cannot take is kept, counted
+//! and filed before the next program.
 
 mod common;
 
@@ -119,6 +120,28 @@ fn per_program_reset_gives_one_program_histories_that_reproduce() {
     assert_eq!(again.reports.len(), 1, "{again:?}");
     assert_eq!(again.reports[0].title, ex.reports[0].title);
     assert!(!again.reports[0].new_in_store);
+    // A store that cannot take a report (its root became a file: mkdir fails as on a full
+    // disk) loses nothing: the report is kept and counted, the campaign goes on, and the
+    // report is filed before the next program once the store is back.
+    let store = dir.path().join("reports");
+    let away = dir.path().join("reports.away");
+    std::fs::rename(&store, &away).unwrap();
+    std::fs::write(&store, "not a directory").unwrap();
+    let third = t.execute(&warn).unwrap();
+    assert_eq!(third.reports.len(), 1, "{third:?}");
+    assert!(third.reports[0].dir.is_none(), "{third:?}");
+    let c = t.counters();
+    assert_eq!((c.unfiled, c.filing_failures >= 1), (1, true), "{c:?}");
+    std::fs::remove_file(&store).unwrap();
+    std::fs::rename(&away, &store).unwrap();
+    let quiet = t.execute(&prog(&d, "sleep_ms(ms=0x1)\n")).unwrap();
+    assert!(quiet.reports.is_empty(), "{quiet:?}");
+    assert_eq!(t.counters().unfiled, 0, "{:?}", t.counters());
+    let meta = std::fs::read_to_string(rd.join("meta.yaml")).unwrap();
+    assert!(
+        meta.contains("count: 3"),
+        "the third hit was filed late: {meta}"
+    );
     let c = t.counters();
     assert_eq!(c.boots, 1, "{c:?}");
     assert!(c.resets >= 2, "{c:?}");
