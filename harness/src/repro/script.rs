@@ -281,6 +281,11 @@ mod tests {
         assert_eq!(eval(&s, "echo ${#DETECT[@]} $VMEM $PORTS"), "2 vm0 2\n");
         // The program is in the header for people.
         assert!(s.contains("#   repeat 8 {\n#     memblock_state(block=r0, state=\"offline\")"));
+        // No ssh, so no host key to skip checking: the executor is reached over the guest
+        // agent's socket in a private directory.
+        for bad in ["ssh ", "StrictHostKeyChecking", "UserKnownHostsFile"] {
+            assert!(!s.contains(bad), "the script has {bad:?}");
+        }
     }
 
     #[test]
