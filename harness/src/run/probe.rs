@@ -29,6 +29,34 @@ done
     let out = agent
         .run(script, Duration::from_secs(30))
         .context("reading the guest's memory state")?;
+    let machine = vm.machine();
+    let mut devices = Vec::new();
+    if machine.arch == Arch::X86_64 {
+        let devs = vm.qmp().query_memory_devices()?;
+        for (i, d) in devs.iter().filter(|d| d.kind == "virtio-mem").enumerate() {
+            devices.push(DeviceState {
+                index: i as u32,
+                id: d.id.clone().unwrap_or_default(),
+                memaddr: d.memaddr.unwrap_or(0),
+                max: d.max_size.unwrap_or(0),
+                block_size: d.block_size.unwrap_or(2 << 20),
+                requested: d.requested_size.unwrap_or(0),
+                size: d.size,
+                node: d.node.unwrap_or(0) as u32,
+            });
+        }
+    }
+    parse_state(&out, machine.arch, machine.memory, devices)
+}
+
+/// The guest's state from what the probe script printed, `devices` from QMP; an impossible
+/// state (a block size of 0, blocks that do not fit) is an error, not a divide by zero later.
+pub fn parse_state(
+    out: &str,
+    arch: Arch,
+    boot_ram: u64,
+    devices: Vec<DeviceState>,
+) -> Result<GuestState> {
     let mut lines = out.lines();
     let block_size = u64::from_str_radix(lines.next().unwrap_or("").trim(), 16)
         .context("bad block_size_bytes")?;
@@ -64,31 +92,14 @@ done
         }
     }
     blocks.sort_by_key(|b| b.id);
-    let machine = vm.machine();
-    let mut devices = Vec::new();
-    if machine.arch == Arch::X86_64 {
-        let devs = vm.qmp().query_memory_devices()?;
-        for (i, d) in devs.iter().filter(|d| d.kind == "virtio-mem").enumerate() {
-            devices.push(DeviceState {
-                index: i as u32,
-                id: d.id.clone().unwrap_or_default(),
-                memaddr: d.memaddr.unwrap_or(0),
-                max: d.max_size.unwrap_or(0),
-                block_size: d.block_size.unwrap_or(2 << 20),
-                requested: d.requested_size.unwrap_or(0),
-                size: d.size,
-                node: d.node.unwrap_or(0) as u32,
-            });
-        }
-    }
     let st = GuestState {
-        arch: machine.arch,
+        arch,
         page_size,
         block_size,
         blocks,
         nodes,
         devices,
-        boot_ram: machine.memory,
+        boot_ram,
         unsupported,
     };
     st.check()
@@ -170,4 +181,32 @@ true"#;
                 .collect()
         })
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBED: &str = "8000000\n4096\n0\nB 0 online Normal 0\nB 1 online Movable,Normal 0\n\
+                          B 32 offline - 0\n{\"unsupported\":{\"gup_test_run\":\"no gup_test\"},\"implemented\":[]}\n";
+
+    #[test]
+    fn a_probe_gives_the_blocks_and_what_the_kernel_lacks() {
+        let st = parse_state(PROBED, Arch::X86_64, 1 << 30, Vec::new()).unwrap();
+        assert_eq!((st.block_size, st.page_size), (128 << 20, 4096));
+        assert_eq!(st.blocks.len(), 3);
+        assert_eq!(st.blocks[1].zones, "Movable Normal");
+        assert!(!st.blocks[2].online && st.blocks[2].zones.is_empty());
+        assert!(st.unsupported.contains("gup_test_run"));
+    }
+
+    #[test]
+    fn a_guest_reporting_a_zero_block_size_is_an_error_not_a_division_by_zero() {
+        let zero = PROBED.replacen("8000000", "0", 1);
+        let e = parse_state(&zero, Arch::X86_64, 1 << 30, Vec::new()).unwrap_err();
+        assert!(format!("{e:#}").contains("impossible state"), "{e:#}");
+        let junk = PROBED.replacen("8000000", "lots", 1);
+        let e = parse_state(&junk, Arch::X86_64, 1 << 30, Vec::new()).unwrap_err();
+        assert!(format!("{e:#}").contains("block_size_bytes"), "{e:#}");
+    }
 }
