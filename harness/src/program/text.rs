@@ -760,8 +760,11 @@ kpageflags_read(pfn=r3, count=0x200) (thread: 2, loop)
             e.msg.contains("\"ofline\" is not one of memblock_states"),
             "{e}"
         );
-        let e = err("memblock_find(which=\"any\", nth=0xffffffffffffffff)");
+        // At the value, not at the operation.
+        assert_eq!((e.line, e.col), (1, 34), "{e}");
+        let e = err("yield()\nmemblock_find(which=\"any\", nth=0xffffffffffffffff)");
         assert!(e.msg.contains("outside its range"), "{e}");
+        assert_eq!((e.line, e.col), (2, 32), "{e}");
         let e = err("virtio_mem_wait(dev=0x0, ms=0x11653371)");
         assert!(e.msg.contains("outside its range [0x0, 0x1388]"), "{e}");
         let e = err("notifier_fail_offline(errno=\"../../x\")");
