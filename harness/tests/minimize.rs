@@ -662,3 +662,28 @@ fn a_walker_stopped_before_the_unplug_it_raced_is_given_the_whole_unplug() {
     }
     assert!(minimized >= 5, "{minimized} of 6 seeds minimized");
 }
+
+#[test]
+fn a_race_in_the_last_program_is_amplified_before_the_history_is_replayed() {
+    // A 6-program history whose last program is the race: amplifying that program alone
+    // finds it, and the five programs before it are never replayed.
+    let d = Descriptions::embedded();
+    let noise = Program::parse("yield()\nsleep_ms(ms=0x1)\n", &d).unwrap();
+    let mut history = vec![noise; 5];
+    history.push(Program::parse(SHRINK_RACE, &d).unwrap());
+    let mut o = Shrinky {
+        q: 0.7,
+        rng: rand_chacha::ChaCha8Rng::seed_from_u64(3),
+    };
+    let m = Minimizer::new(&d, &mut o, Options::default()).run(&history);
+    let log = m.log.join("\n");
+    assert!(log.contains("loops outlasting the resizes"), "{log}");
+    assert!(!log.contains("last 2 program(s)"), "{log}");
+    assert!(m.gave_up.is_none(), "{log}");
+    assert_eq!(
+        m.original.crashes, 0,
+        "the before is the plain replay's\n{log}"
+    );
+    let (n, _) = raced_shrinks(&m.candidate);
+    assert!(n >= 1, "{log}");
+}

@@ -770,23 +770,41 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
         self.step = "replay".into();
         let mut found = None;
         let mut best: Option<(Candidate, Reliability, Evidence)> = None;
+        // The last program alone, measured before it was amplified early (see below).
+        let mut early: Option<(Reliability, usize)> = None;
         for n in 1..=history.len() {
             let c: Candidate = history[history.len() - n..].to_vec();
             let (r, ev) = self.measure(&c)?;
             let msg = format!("last {n} program(s): reproduced {r}");
             self.note(ops(&c), msg);
-            if let Some(ev) = ev {
+            if let Some(ev) = &ev {
                 if r.rate() >= self.opts.threshold {
-                    found = Some((c, r, ev));
+                    found = Some((c, r, ev.clone()));
                     break;
                 }
                 if best.as_ref().is_none_or(|b| r.rate() > b.1.rate()) {
-                    best = Some((c, r, ev));
+                    best = Some((c.clone(), r, ev.clone()));
                 }
+            }
+            if n == 1 && history.len() > 1 && has_loop(&c[0]) {
+                // A race in the last program: amplify it alone before replaying the history
+                // before it, program by program, each longer suffix at `runs` runs (45 runs
+                // for a 14-program history once). A race that fired once in a campaign needs
+                // more time in its window more often than it needs an earlier program.
+                let (a, ar, aev) = self.amplify_race(c.clone(), r, ev)?;
+                if let Some(aev) = aev.filter(|_| ar.rate() >= self.opts.threshold) {
+                    early = Some((r, ops(&c)));
+                    self.amplified = true;
+                    found = Some((a, ar, aev));
+                    break;
+                }
+                // Not enough: the history is replayed as it was, unamplified.
+                self.amplified = false;
+                self.step = "replay".into();
             }
         }
         // What the replay measured, before any amplification: the "before" of the result.
-        let replayed = found.as_ref().or(best.as_ref()).map(|f| (f.1, ops(&f.0)));
+        let replayed = early.or_else(|| found.as_ref().or(best.as_ref()).map(|f| (f.1, ops(&f.0))));
         // 1b. A race that reproduces rarely (or not at all) with more repetitions per run.
         // amplify_race keeps what it was given unless a form reproduced more often.
         let (found, best) = match (found, best) {
