@@ -70,7 +70,10 @@ pub fn config_and_guest(
     };
     let mut g = guest.config()?;
     if guest.kernel.kernel_source().is_none() {
-        g.kernel = config.guest().kernel;
+        // A configuration that builds its kernel from a tree: built (or cached) now.
+        let mut c = config.clone();
+        c.kernel = config.kernel.built(config.arch)?;
+        g.kernel = c.guest().kernel;
     }
     Ok((config, g))
 }

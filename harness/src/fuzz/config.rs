@@ -19,6 +19,83 @@ pub struct KernelConfig {
     pub modules: Option<PathBuf>,
     /// The System.map matching `path`.
     pub system_map: Option<PathBuf>,
+    /// A kernel tree to build (`hotfuzz build`) and boot instead of a package or a path.
+    pub build: Option<KernelBuild>,
+}
+
+/// A kernel built from a tree by `hotfuzz build` when the campaign (or night) starts: from the
+/// build cache when the tree state, config and compiler are unchanged, incrementally in the
+/// kept build directory otherwise.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelBuild {
+    /// The kernel source tree: a git checkout or an unpacked source directory.
+    pub tree: PathBuf,
+    /// The commit to build (git trees; default: the work tree as it is).
+    pub commit: Option<String>,
+    /// Config fragments after the guest's own: shipped names (`slim`, `debug`, `powernv`) or
+    /// files (default: `slim` on x86_64, `powernv` on ppc64le).
+    pub config: Vec<String>,
+    /// The base config: `defconfig` (default), `debian` or a file.
+    pub base: Option<String>,
+}
+
+impl KernelConfig {
+    /// The kernel these keys select (a `build` must have been built first: see
+    /// [`KernelConfig::built`]).
+    pub fn source(&self) -> hotfuzz_vm::KernelSource {
+        match (&self.path, &self.package) {
+            (Some(p), _) => hotfuzz_vm::KernelSource::Path {
+                path: p.clone(),
+                modules: self.modules.clone(),
+                system_map: self.system_map.clone(),
+            },
+            (None, Some(pkg)) => hotfuzz_vm::KernelSource::DebianPackage(pkg.clone()),
+            (None, None) => hotfuzz_vm::KernelSource::DebianDefault,
+        }
+    }
+
+    /// The kernel with a `build` built: its cache entry as `path` (the entry is laid out like
+    /// a build directory, modules and System.map included). Without `build`, itself.
+    pub fn built(&self, arch: Arch) -> anyhow::Result<KernelConfig> {
+        let Some(b) = &self.build else {
+            return Ok(self.clone());
+        };
+        let mut req = crate::build::BuildRequest::new(
+            crate::build::TreeSpec {
+                path: b.tree.clone(),
+                commit: b.commit.clone(),
+            },
+            arch,
+        );
+        if let Some(base) = &b.base {
+            req.base = base.parse().expect("infallible");
+        }
+        if !b.config.is_empty() {
+            req.fragments = b.config.clone();
+        }
+        let (entry, _) = crate::build::build(&req).with_context(|| {
+            format!(
+                "kernel.build: building {}{}",
+                b.tree.display(),
+                b.commit
+                    .as_deref()
+                    .map(|c| format!(" at {c}"))
+                    .unwrap_or_default()
+            )
+        })?;
+        eprintln!(
+            "hotfuzz: kernel {} {} from {} ({})",
+            entry.arch,
+            entry.release,
+            b.tree.display(),
+            if entry.cached { "cached" } else { "built" }
+        );
+        Ok(KernelConfig {
+            path: Some(entry.dir.clone()),
+            ..KernelConfig::default()
+        })
+    }
 }
 
 /// A guest set-up worth fuzzing: kernel command line and QEMU topology. Unset fields keep the
@@ -453,10 +530,15 @@ impl FuzzConfig {
             regex::Regex::new(s)
                 .map_err(|e| top("suppressions", format!("suppression {s:?}: {e}")))?;
         }
-        if self.kernel.package.is_some() && self.kernel.path.is_some() {
+        let given = [
+            self.kernel.package.is_some(),
+            self.kernel.path.is_some(),
+            self.kernel.build.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
             return Err(top(
                 "kernel",
-                "kernel: give a package or a path, not both".into(),
+                "kernel: give a package, a path or a build, not two of them".into(),
             ));
         }
         if !self.race_walkers.is_empty() {
@@ -494,19 +576,16 @@ impl FuzzConfig {
     }
 
     /// The guest set-up the campaign's profiles are applied to: its kernel, architecture,
-    /// accelerator and bug zoo.
+    /// accelerator and bug zoo. A `kernel.build` must have been built first
+    /// ([`KernelConfig::built`]; [`crate::fuzz::run`] does it).
     pub fn guest(&self) -> crate::run::guest::GuestConfig {
+        debug_assert!(
+            self.kernel.build.is_none() || self.kernel.path.is_some(),
+            "kernel.build not built"
+        );
         let mut g = crate::run::guest::GuestConfig::new(self.arch);
         g.accel = self.accel;
-        g.kernel = match (&self.kernel.path, &self.kernel.package) {
-            (Some(p), _) => hotfuzz_vm::KernelSource::Path {
-                path: p.clone(),
-                modules: self.kernel.modules.clone(),
-                system_map: self.kernel.system_map.clone(),
-            },
-            (None, Some(pkg)) => hotfuzz_vm::KernelSource::DebianPackage(pkg.clone()),
-            (None, None) => hotfuzz_vm::KernelSource::DebianDefault,
-        };
+        g.kernel = self.kernel.source();
         g.bugzoo = self.bugzoo.clone();
         g.no_install = self.no_install;
         g
@@ -527,6 +606,7 @@ impl FuzzConfig {
                 path: Some(path.clone()),
                 modules: modules.clone(),
                 system_map: system_map.clone(),
+                build: None,
             },
             hotfuzz_vm::KernelSource::DebianPackage(p) => KernelConfig {
                 package: Some(p.clone()),

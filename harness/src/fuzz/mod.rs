@@ -570,6 +570,16 @@ pub fn run_launcher(cfg: &FuzzConfig) -> Result<Summary> {
 /// Runs a campaign: one guest in-process, or a Launcher with a client per guest.
 pub fn run(cfg: &FuzzConfig) -> Result<Summary> {
     cfg.validate()?;
+    let built;
+    let cfg = if cfg.kernel.build.is_some() {
+        // Built (or taken from the build cache) once, before any guest boots.
+        let mut c = cfg.clone();
+        c.kernel = cfg.kernel.built(cfg.arch)?;
+        built = c;
+        &built
+    } else {
+        cfg
+    };
     if cfg.vms == 1 {
         run_single(cfg)
     } else {

@@ -4,53 +4,14 @@
 
 use crate::fuzz::config::{read_yaml, FuzzConfig};
 use anyhow::{bail, Context, Result};
-use hotfuzz_vm::{AccelChoice, Arch, KernelSource};
+use hotfuzz_vm::{AccelChoice, Arch};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A kernel built from a tree at a commit (`hotfuzz build`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KernelBuild {
-    /// The kernel source tree (a git checkout).
-    pub tree: PathBuf,
-    /// The commit to build.
-    pub commit: String,
-    /// The config (file or fragment) to build with.
-    pub config: Option<PathBuf>,
-}
-
-/// The kernel under test: a Debian package, a path, or a tree at a commit.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct KernelUnderTest {
-    /// A Debian kernel package (default: the pinned Debian 6.12 kernel).
-    pub package: Option<String>,
-    /// A bzImage, vmlinux or kernel build directory.
-    pub path: Option<PathBuf>,
-    /// The modules matching `path`.
-    pub modules: Option<PathBuf>,
-    /// The System.map matching `path`.
-    pub system_map: Option<PathBuf>,
-    /// A tree at a commit, built by `hotfuzz build`.
-    pub build: Option<KernelBuild>,
-}
-
-impl KernelUnderTest {
-    /// The kernel these keys select.
-    pub fn source(&self) -> KernelSource {
-        match (&self.path, &self.package) {
-            (Some(p), _) => KernelSource::Path {
-                path: p.clone(),
-                modules: self.modules.clone(),
-                system_map: self.system_map.clone(),
-            },
-            (None, Some(pkg)) => KernelSource::DebianPackage(pkg.clone()),
-            (None, None) => KernelSource::DebianDefault,
-        }
-    }
-}
+/// The kernel under test: the same keys as a campaign's `kernel` (a Debian package, a path, or
+/// a tree to build).
+pub use crate::fuzz::config::KernelConfig as KernelUnderTest;
 
 /// The regression suite stage.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -279,17 +240,13 @@ impl NightConfig {
         if self.regression.vms == 0 || self.repro.vms == 0 || self.fuzz.vms == Some(0) {
             bail!("vms must be at least 1");
         }
-        if self.kernel.package.is_some() && self.kernel.path.is_some() {
-            bail!("kernel: give a package or a path, not both");
-        }
-        if let Some(b) = &self.kernel.build {
-            bail!(
-                "kernel.build ({} at {:?}): building a tree at a commit needs `hotfuzz build`, \
-                 which this hotfuzz does not have yet; build the kernel yourself and give \
-                 kernel.path",
-                b.tree.display(),
-                b.commit
-            );
+        let given = [
+            self.kernel.package.is_some(),
+            self.kernel.path.is_some(),
+            self.kernel.build.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            bail!("kernel: give a package, a path or a build, not two of them");
         }
         if let Some(bugs) = &self.bugzoo {
             for b in bugs.split(',').map(str::trim).filter(|b| !b.is_empty()) {
@@ -366,8 +323,25 @@ mod tests {
         std::fs::write(&p, "bugzoo: warn_reonline,nope\n").unwrap();
         let e = format!("{:#}", NightConfig::load(&p).unwrap_err());
         assert!(e.contains("unknown bug `nope`"), "{e}");
-        std::fs::write(&p, "kernel:\n  build: {tree: linux, commit: v6.13}\n").unwrap();
+        // A tree to build is a kernel of its own: not beside a package or a path.
+        std::fs::write(
+            &p,
+            "kernel:\n  build: {tree: linux, commit: v6.13}\n  package: linux-image-x\n",
+        )
+        .unwrap();
         let e = format!("{:#}", NightConfig::load(&p).unwrap_err());
-        assert!(e.contains("hotfuzz build"), "{e}");
+        assert!(e.contains("not two of them"), "{e}");
+        std::fs::write(
+            &p,
+            "kernel:\n  build: {tree: linux, commit: v6.13, config: [slim, debug]}\n",
+        )
+        .unwrap();
+        let c = NightConfig::load(&p).unwrap();
+        let b = c.kernel.build.unwrap();
+        assert_eq!(b.commit.as_deref(), Some("v6.13"));
+        assert_eq!(b.config, ["slim", "debug"]);
+        std::fs::write(&p, "kernel:\n  build: {tree: linux, comit: v6.13}\n").unwrap();
+        let e = format!("{:#}", NightConfig::load(&p).unwrap_err());
+        assert!(e.contains("n.yaml:2:") && e.contains("comit"), "{e}");
     }
 }

@@ -148,6 +148,21 @@ pub fn run(
 
 /// Resolves the kernel under test and builds the guest (with the bug zoo when armed).
 pub fn prepare(ctx: &mut Ctx) -> Result<(KernelUnderTest, Arc<Prepared>)> {
+    if let Some(b) = ctx.cfg.kernel.build.clone() {
+        // The tree the night tracks: built now (from the cache when nothing changed), and
+        // every stage boots the result.
+        say(format!("building the kernel from {}", b.tree.display()));
+        let k = crate::fuzz::config::KernelConfig {
+            build: Some(b),
+            ..Default::default()
+        }
+        .built(ctx.cfg.arch)?;
+        ctx.guest.kernel = hotfuzz_vm::KernelSource::Path {
+            path: k.path.expect("a built kernel has a path"),
+            modules: None,
+            system_map: None,
+        };
+    }
     let profile = ctx.cfg.regression.profile.clone();
     let (_, prepared) = ctx
         .prep
