@@ -67,10 +67,38 @@ pub fn reports(
     // What the kernel printed while the devices settled belongs to the run (a WARN from a
     // worker the program started): the probe is the console's grace period.
     r.console = vm.console().lines_since(r.console_mark);
-    let console = console_reports(r);
+    let mut console = console_reports(r);
+    // A report the kernel is still printing would be read cut short (a WARN's registers and
+    // call trace take tens of milliseconds on the serial console) and titled `in corrupted`:
+    // seen in a soak, where the guest was then restored and the rest of the splat lost.
+    let deadline = Instant::now() + CONSOLE_QUIET_MAX;
+    while let Some(wait) = still_printing(&console, vm.console().last_output().map(|t| t.elapsed()))
+    {
+        if Instant::now() + wait > deadline {
+            break;
+        }
+        std::thread::sleep(wait);
+        r.console = vm.console().lines_since(r.console_mark);
+        console = console_reports(r);
+    }
     let mut all = console.clone();
     all.extend(oracle::check(prog, r, &check, &console));
     all
+}
+
+/// How long the console must have been quiet before a run's reports are read.
+pub const CONSOLE_QUIET: Duration = Duration::from_millis(300);
+
+/// The longest the judge waits for a report that is still being printed.
+pub const CONSOLE_QUIET_MAX: Duration = Duration::from_secs(3);
+
+/// How much longer to wait before reading the console again, when `reports` were read while
+/// the console was still printing (its last output `silent_for` ago): a report's end may not
+/// be there yet. `None` when there is no report to complete, or the console has been quiet
+/// for [`CONSOLE_QUIET`].
+pub fn still_printing(reports: &[Report], silent_for: Option<Duration>) -> Option<Duration> {
+    let silent_for = silent_for?;
+    (!reports.is_empty() && silent_for < CONSOLE_QUIET).then(|| CONSOLE_QUIET - silent_for)
 }
 
 /// Report types the harness produces (as opposed to the kernel).
@@ -430,6 +458,27 @@ mod tests {
         let only = crate::report::parse("[ 1.0] page dumped because: nonzero mapcount\n");
         assert_eq!(primary(&only), Some(0));
         assert_eq!(primary(&[]), None);
+    }
+
+    #[test]
+    fn a_report_read_while_the_console_prints_is_read_again() {
+        // The soak's case: the WARN's header, then the console still printing its trace.
+        let cut = crate::report::parse(
+            "[ 1.0] ------------[ cut here ]------------\n\
+             [ 1.1] WARNING: CPU: 0 PID: 117 at harness/bugzoo/bugzoo.c:155 bugzoo_warn_reonline+0x14/0x20 [bugzoo]\n\
+             [ 1.2] Modules linked in: bugzoo(OE)\n\
+             [ 1.3] Hardware name: QEMU Standard PC (Q35 + ICH9, 2009)\n",
+        );
+        assert_eq!(cut[0].title, "WARNING in corrupted", "{cut:?}");
+        let ms = Duration::from_millis;
+        assert_eq!(
+            still_printing(&cut, Some(ms(20))),
+            Some(CONSOLE_QUIET - ms(20))
+        );
+        // Quiet long enough, no report, or no output at all: read as it is.
+        assert_eq!(still_printing(&cut, Some(CONSOLE_QUIET)), None);
+        assert_eq!(still_printing(&[], Some(ms(20))), None);
+        assert_eq!(still_printing(&cut, None), None);
     }
 
     #[test]
