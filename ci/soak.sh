@@ -44,6 +44,7 @@ declare -A faults=([qemu_kill]=0 [qemu_stall]=0 [disk_full]=0 [harness_kill]=0)
 crashes=0 starts=0 lost_reports=0 lost_entries=0 hpid=
 seen_pids=$out/pids
 : >"$seen_pids"
+: >"$out/snap/corpus"
 
 start_harness() {
   starts=$((starts + 1))
@@ -76,9 +77,15 @@ snapshot_reports() {
   sort -u -o "$out/snap/reports" "$out/snap/reports"
 }
 
+# The corpus entries on disk now (LibAFL's `.NAME.prog` lock files are not entries), added
+# to every entry seen so far: each of them must still be there when the soak ends.
 corpus_entries() {
-  find "$work/corpus" "$work/corpus.resume" -maxdepth 1 -name '*.prog' -printf '%f\n' 2>/dev/null |
-    sort -u
+  find "$work/corpus" "$work/corpus.resume" -maxdepth 1 -name '*.prog' ! -name '.*' \
+    -printf '%f\n' 2>/dev/null | sort -u
+}
+snapshot_corpus() {
+  corpus_entries >>"$out/snap/corpus"
+  sort -u -o "$out/snap/corpus" "$out/snap/corpus"
 }
 
 # hotfuzz ended without being told to: a crash.
@@ -101,6 +108,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
   check_alive "$@"
   remember_descendants
   snapshot_reports
+  snapshot_corpus
   case $((RANDOM % 4)) in
     0)
       q=$(qemu_of_harness)
@@ -123,22 +131,19 @@ while [ "$(date +%s)" -lt "$end" ]; do
       fi
       ;;
     3)
-      before=$(corpus_entries)
+      snapshot_corpus
       kill -9 "$hpid"
       wait "$hpid" 2>/dev/null
       faults[harness_kill]=$((faults[harness_kill] + 1))
       sleep 2
       start_harness "$@"
-      sleep 5
-      after=$(corpus_entries)
-      n=$(comm -23 <(echo "$before" | sed '/^$/d') <(echo "$after" | sed '/^$/d') | wc -l)
-      lost_entries=$((lost_entries + n))
       ;;
   esac
 done
 check_alive "$@"
 remember_descendants
 snapshot_reports
+snapshot_corpus
 kill -INT "$hpid"
 for _ in $(seq 1 120); do kill -0 "$hpid" 2>/dev/null || break; sleep 1; done
 if kill -0 "$hpid" 2>/dev/null; then
@@ -160,6 +165,9 @@ while read -r d; do
     lost_reports=$((lost_reports + 1))
   fi
 done <"$out/snap/reports"
+# A stopped campaign has put every resumed entry back into its corpus.
+lost_entries=$(comm -23 "$out/snap/corpus" <(corpus_entries) | wc -l)
+seen_entries=$(wc -l <"$out/snap/corpus")
 quarantined=$(find "$work/corpus.quarantine" -maxdepth 1 -type f 2>/dev/null | wc -l)
 lost_entries=$((lost_entries + quarantined))
 infra_filed=$(grep -lE '^title: .*(QEMU|lost|infrastructure|no output|silen)' "$out"/reports/*/meta.yaml 2>/dev/null | wc -l)
@@ -175,8 +183,8 @@ reports_kept=$(find "$out/reports" -mindepth 1 -maxdepth 1 -type d ! -name '.*' 
 echo "soak: $duration, $starts starts of hotfuzz"
 echo "  faults: qemu killed ${faults[qemu_kill]}, qemu stalled ${faults[qemu_stall]}," \
   "disk full ${faults[disk_full]}, hotfuzz kill -9 ${faults[harness_kill]}"
-echo "  reports kept $reports_kept (lost $lost_reports), corpus entries lost $lost_entries" \
-  "(quarantined $quarantined), harness crashes $crashes"
+echo "  reports kept $reports_kept (lost $lost_reports), corpus entries seen $seen_entries," \
+  "lost $lost_entries (quarantined $quarantined), harness crashes $crashes"
 echo "  last stats: execs $(num execs), infra failures $(num infra_errors)," \
   "unfiled $(num unfiled), filing failures $(num filing_failures)"
 echo "  infrastructure failures filed as bugs $infra_filed, processes left $left_procs," \
