@@ -9,4 +9,6 @@ ensure_packages ci/setup-cross.sh gcc-powerpc64le-linux-gnu libc6-dev-ppc64el-cr
 if ! rustup target list --installed 2>/dev/null | grep -qx powerpc64le-unknown-linux-gnu; then
   rustup target add powerpc64le-unknown-linux-gnu
 fi
+# The build script that looks for this toolchain does not rerun by itself when it appears.
+touch "$(dirname "$0")/../harness/build.rs"
 echo "ci/setup-cross.sh: ppc64le cross toolchain ready"

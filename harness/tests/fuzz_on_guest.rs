@@ -97,16 +97,18 @@ fn a_campaign_without_seeds_finds_the_planted_race() {
     // first. But a campaign makes few fresh races: 2 of 17 mutations generate, so with the
     // default race_rate (0.4) about one program in 300 is a kpageflags race, and campaigns
     // here and on CI missed the bug at 688, 701 and 850 programs. The campaign is aimed at
-    // races as someone hunting one would run it: 150 generated programs to start with and
-    // race_rate 0.9, about 10 kpageflags races before the first mutation, each of which
-    // fires a third of the time. It stops at the find; a real kernel race found first
-    // (virtio-mem's fake-offline WARN) does not stop it.
+    // races as someone hunting one would run it: 400 generated programs to start with and
+    // race_rate 0.9, about 28 kpageflags races before the first mutation. Each fires about a
+    // third of the time, so the first find is expected near program 45 (one local run: 96),
+    // and even at half that rate all 28 miss less than once in 100 campaigns (150 programs,
+    // tried first, left that at one in 6). It stops at the find; a real kernel race found
+    // first (virtio-mem's fake-offline WARN) does not stop it.
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), 1000);
     cfg.duration = Some("20m".into());
     cfg.race_rate = 0.9;
-    cfg.generate = 150;
+    cfg.generate = 400;
     cfg.seeds.clear();
     cfg.bugzoo = Some("race_walker".into());
     cfg.stop_on_titles = vec!["WARNING in bugzoo_race_walker".into()];

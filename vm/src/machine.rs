@@ -127,15 +127,18 @@ pub struct MachineConfig {
 }
 
 impl MachineConfig {
-    /// Defaults for `arch`: 2 vCPUs, 1 GiB boot RAM (2 GiB on powernv), one 4 GiB virtio-mem
-    /// device with nothing plugged on x86_64.
+    /// Defaults for `arch`: 2 vCPUs, 1 GiB boot RAM (4 GiB on powernv, half of it
+    /// ZONE_MOVABLE), one 4 GiB virtio-mem device with nothing plugged on x86_64.
     pub fn new(arch: Arch) -> MachineConfig {
         MachineConfig {
             arch,
             cpus: 2,
             memory: match arch {
                 Arch::X86_64 => 1 << 30,
-                Arch::Ppc64le => 2 << 30,
+                // powernv's memory blocks are 1 GiB, and memtrace takes whole blocks from
+                // alloc_contig_pages: with 2 GiB, both blocks hold kernel memory and every
+                // memtrace_enable fails ("Failed to allocate trace memory").
+                Arch::Ppc64le => 4 << 30,
             },
             maxmem: None,
             numa_nodes: 0,
@@ -152,8 +155,15 @@ impl MachineConfig {
             hotplug_ports: 2,
             dimm_slots: 4,
             balloon: true,
-            // Hot-added memory goes to ZONE_MOVABLE, so what was plugged can be unplugged again.
-            cmdline: vec!["memhp_default_state=online_movable".into()],
+            // Hot-added memory goes to ZONE_MOVABLE, so what was plugged can be unplugged again;
+            // on powernv two boot blocks are movable too, for memtrace and offlining.
+            cmdline: match arch {
+                Arch::X86_64 => vec!["memhp_default_state=online_movable".into()],
+                Arch::Ppc64le => vec![
+                    "memhp_default_state=online_movable".into(),
+                    "movablecore=2G".into(),
+                ],
+            },
             accel: AccelChoice::Auto,
             qemu: None,
             extra_qemu_args: Vec::new(),

@@ -190,6 +190,15 @@ fn srcarch(arch: Arch) -> &'static str {
     }
 }
 
+/// The `CC` that make runs with these variables: `CC=` itself, or `CROSS_COMPILE`'s gcc.
+fn target_cc(vars: &[String]) -> String {
+    let var = |k: &str| {
+        vars.iter()
+            .find_map(|v| v.strip_prefix(k).map(str::to_string))
+    };
+    var("CC=").unwrap_or_else(|| format!("{}gcc", var("CROSS_COMPILE=").unwrap_or_default()))
+}
+
 /// The C compiler for `arch` and its make variables.
 fn toolchain(arch: Arch) -> (String, Vec<String>) {
     let cross = Arch::host() != Some(arch);
@@ -519,12 +528,16 @@ fn install(mk: &Make, entry: &KernelEntry, modules: bool, log: &Path) -> Result<
                     shlex::try_quote(&script.to_string_lossy())?,
                     shlex::try_quote(&tmp.to_string_lossy())?
                 );
-                mk.quiet(
-                    &["run-command"],
-                    &[format!("KBUILD_RUN_COMMAND={cmd}")],
-                    log,
-                )
-                .context("writing the external-module build tree")?;
+                let mut vars = vec![format!("KBUILD_RUN_COMMAND={cmd}")];
+                if Arch::host() != Some(entry.arch) {
+                    // The script rebuilds the tree's host programs with CC when CC and
+                    // HOSTCC differ, for a tree installed on the target. This tree stays on
+                    // this host, where the bug zoo is cross-built against it: its host
+                    // programs are the ones already built, so HOSTCC is made CC's twin.
+                    vars.push(format!("HOSTCC={}", target_cc(&mk.vars)));
+                }
+                mk.quiet(&["run-command"], &vars, log)
+                    .context("writing the external-module build tree")?;
             }
             let mods = tmp.join(".modules");
             mk.quiet(
@@ -624,6 +637,18 @@ pub fn list_entries() -> Result<Vec<KernelEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_target_compiler_is_cc_or_the_cross_gcc() {
+        let (cc, mut vars) = toolchain(Arch::Ppc64le);
+        if Arch::host() != Some(Arch::Ppc64le) {
+            assert_eq!(target_cc(&vars), "powerpc64le-linux-gnu-gcc");
+        }
+        assert_eq!(target_cc(&vars), cc);
+        vars.push(format!("CC=ccache {cc}"));
+        assert_eq!(target_cc(&vars), format!("ccache {cc}"));
+        assert_eq!(target_cc(&["ARCH=x86_64".into()]), "gcc");
+    }
 
     #[test]
     fn the_cache_key_follows_each_input() {
