@@ -181,6 +181,9 @@ pub fn kill_all() {
 }
 
 static TEMP_DIRS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+/// Set once [`exit_now`] removed the directories: the process is exiting, and a thread still booting a
+/// guest (a retry after the signal killed the first QEMU) must not leave a new directory.
+static EXITING: AtomicBool = AtomicBool::new(false);
 
 /// The file in a [`TempDir`] naming the process that owns it.
 pub const OWNER_FILE: &str = "owner.pid";
@@ -199,6 +202,12 @@ impl TempDir {
     /// whose owner is dead are removed first.
     pub fn create_in(parent: &std::path::Path, prefix: &str) -> io::Result<TempDir> {
         sweep_dead(parent, prefix);
+        // Made and registered under the lock, so that an exit removing the registered
+        // directories either sees this one or keeps it from being made.
+        let mut dirs = TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+        if EXITING.load(Ordering::SeqCst) {
+            return Err(io::Error::other("hotfuzz is exiting"));
+        }
         let t = tempfile::Builder::new()
             .prefix(prefix)
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
@@ -208,10 +217,7 @@ impl TempDir {
             crate::cache::open_private(&t.path().join(OWNER_FILE), false)?
                 .write_all(format!("{}\n", std::process::id()).as_bytes())?;
         }
-        TEMP_DIRS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(t.path().to_path_buf());
+        dirs.push(t.path().to_path_buf());
         Ok(TempDir { dir: Some(t) })
     }
 
@@ -246,8 +252,17 @@ fn forget_temp_dir(p: &std::path::Path) {
 
 /// Removes every registered [`TempDir`] (the process is about to exit without unwinding).
 pub fn remove_temp_dirs() {
-    let dirs = std::mem::take(&mut *TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
-    for d in dirs {
+    remove_temp_dirs_for_good(false);
+}
+
+/// Removes every registered [`TempDir`]; with `exiting`, no [`TempDir::create_in`] makes
+/// another one afterwards.
+fn remove_temp_dirs_for_good(exiting: bool) {
+    let mut dirs = TEMP_DIRS.lock().unwrap_or_else(|e| e.into_inner());
+    if exiting {
+        EXITING.store(true, Ordering::SeqCst);
+    }
+    for d in std::mem::take(&mut *dirs) {
         let _ = std::fs::remove_dir_all(d);
     }
 }
@@ -286,7 +301,7 @@ fn sweep_dead(parent: &std::path::Path, prefix: &str) {
 /// Kills every guest, removes the VM directories and exits with `code`.
 pub fn exit_now(code: i32) -> ! {
     kill_all();
-    remove_temp_dirs();
+    remove_temp_dirs_for_good(true);
     std::process::exit(code)
 }
 
