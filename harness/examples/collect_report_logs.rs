@@ -306,6 +306,7 @@ fn main() {
                             kcov: false,
                             timeout: Some(Duration::from_secs(60)),
                             settle: Duration::from_millis(500),
+                            repeat_budget: None,
                         },
                     );
                 }

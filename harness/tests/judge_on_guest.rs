@@ -15,6 +15,7 @@ const OPTS: RunOptions = RunOptions {
     kcov: false,
     timeout: None,
     settle: Duration::from_millis(200),
+    repeat_budget: None,
 };
 
 #[test]

@@ -30,6 +30,7 @@ impl Ctx<'_> {
                     kcov: false,
                     timeout: None,
                     settle: Duration::from_millis(200),
+                    repeat_budget: None,
                 },
             )
             .unwrap();

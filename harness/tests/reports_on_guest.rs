@@ -61,6 +61,7 @@ fn bug_zoo_reports_end_to_end() {
         kcov: false,
         timeout: None,
         settle: Duration::from_millis(500),
+        repeat_budget: None,
     };
 
     // The planted WARN: right title, symbolized to the WARN's source line.

@@ -47,6 +47,7 @@ fn run(runner: &mut Runner<&Vm>, d: &Descriptions, p: &Program) -> RunResult {
                 kcov: false,
                 timeout: None,
                 settle: Duration::from_millis(300),
+                repeat_budget: None,
             },
         )
         .unwrap();

@@ -241,7 +241,7 @@ fn exec(a: BenchExecArgs) -> Result<i32> {
     use hotfuzz::program::desc::Descriptions;
     use hotfuzz::program::gen::Generator;
     use hotfuzz::program::prog::Program;
-    use hotfuzz::run::runner::{RunOptions, Runner};
+    use hotfuzz::run::runner::{RunOptions, Runner, CAMPAIGN_REPEAT_BUDGET};
 
     let d = Descriptions::embedded();
     let p = a.guest.config()?.prepare()?;
@@ -254,6 +254,7 @@ fn exec(a: BenchExecArgs) -> Result<i32> {
         kcov: false,
         timeout: None,
         settle: Duration::ZERO,
+        repeat_budget: Some(CAMPAIGN_REPEAT_BUDGET),
     };
     // Cheap operations: their own time is measured in the guest and subtracted.
     let text = "kpagecount_read(pfn=0x1000, count=0x1)\n".repeat(a.ops.max(1));

@@ -88,6 +88,7 @@ pub fn run(a: RunArgs) -> Result<i32> {
             kcov: !a.no_kcov,
             timeout: a.timeout.map(Duration::from_secs),
             settle: Duration::from_millis(1000),
+            repeat_budget: None,
         };
         for rep in 0..a.repeat.max(1) {
             let mut r = runner.run(&d, &prog, &opts)?;

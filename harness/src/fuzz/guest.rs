@@ -21,7 +21,7 @@ use crate::program::state::GuestState;
 use crate::report::Report;
 use crate::run::guest::GuestConfig;
 use crate::run::reset::Guest;
-use crate::run::runner::{RunOptions, RunResult};
+use crate::run::runner::{RunOptions, RunResult, CAMPAIGN_REPEAT_BUDGET};
 use crate::store::{KernelInfo, Store};
 use anyhow::{Context, Result};
 use hotfuzz_executor::protocol::Outcome;
@@ -377,6 +377,7 @@ impl GuestTarget {
                     kcov: true,
                     timeout: None,
                     settle: CONSOLE_GRACE,
+                    repeat_budget: Some(CAMPAIGN_REPEAT_BUDGET),
                 },
             )
         };

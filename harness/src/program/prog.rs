@@ -299,20 +299,23 @@ impl Program {
             timeout_ms,
             kmsg_id: Some(self.id(d)),
             trace: false,
+            repeat_budget_ms: None,
         }
     }
 
     /// Sum of the operations' deadlines, each as often as it runs (a loop once more than the
-    /// rest of the program): an upper bound for a sequential run.
-    pub fn deadline_ms(&self, d: &Descriptions) -> u64 {
+    /// rest of the program): an upper bound for a sequential run. `repeat_budget_ms` is the
+    /// executor's budget for repeated blocks (a campaign's), if any.
+    pub fn deadline_ms(&self, d: &Descriptions, repeat_budget_ms: Option<u64>) -> u64 {
         self.ops
             .iter()
             .map(|o| {
                 let t = d.op(&o.name).map(|x| x.timeout_ms).unwrap_or(5000);
+                let all = t.saturating_mul(o.times() as u64);
                 // A repeated block stops starting runs after its budget.
-                (t * o.times() as u64).min(t + hotfuzz_executor::protocol::REPEAT_BUDGET_MS)
+                repeat_budget_ms.map_or(all, |b| all.min(t + b))
             })
-            .sum()
+            .fold(0u64, u64::saturating_add)
     }
 }
 
@@ -434,6 +437,11 @@ mod tests {
             .map(|o| d.op(&o.name).unwrap().timeout_ms)
             .sum();
         let budget = hotfuzz_executor::protocol::REPEAT_BUDGET_MS;
-        assert_eq!(p.deadline_ms(&d), own + 2 * budget.min(15 * 5000));
+        assert_eq!(
+            p.deadline_ms(&d, Some(budget)),
+            own + 2 * budget.min(15 * 5000)
+        );
+        // Without a budget (a reproducer) every round counts.
+        assert_eq!(p.deadline_ms(&d, None), own + 2 * 15 * 5000);
     }
 }

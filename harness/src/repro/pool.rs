@@ -240,6 +240,7 @@ fn run_one(
                 kcov: false,
                 timeout: setup.timeout,
                 settle: Duration::from_millis(300),
+                repeat_budget: None,
             },
         ) {
             Ok(r) => r,

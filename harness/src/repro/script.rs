@@ -69,7 +69,7 @@ pub fn generate(inp: &ScriptInput) -> anyhow::Result<String> {
     inp.prog
         .validate(d)
         .map_err(|e| anyhow::anyhow!("the program is not valid: {e}"))?;
-    let budget_ms = inp.prog.deadline_ms(d) + 10_000;
+    let budget_ms = inp.prog.deadline_ms(d, None).saturating_add(10_000);
     let mut exec = inp.prog.to_exec(d, budget_ms, false);
     exec.trace = true;
     let json = serde_json::to_string(&exec)?;

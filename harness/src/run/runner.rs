@@ -32,7 +32,15 @@ pub struct RunOptions {
     pub timeout: Option<Duration>,
     /// Time to keep collecting console output after the program ended.
     pub settle: Duration,
+    /// How long a repeated block keeps starting rounds: a campaign sets
+    /// [`CAMPAIGN_REPEAT_BUDGET`]; `None` runs every round a program asks for (reproducers,
+    /// regression entries, `hotfuzz run`), within the program's timeout.
+    pub repeat_budget: Option<Duration>,
 }
+
+/// The repetition budget of campaigns' programs.
+pub const CAMPAIGN_REPEAT_BUDGET: Duration =
+    Duration::from_millis(hotfuzz_executor::protocol::REPEAT_BUDGET_MS);
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -40,6 +48,7 @@ impl Default for RunOptions {
             kcov: true,
             timeout: None,
             settle: Duration::from_millis(300),
+            repeat_budget: None,
         }
     }
 }
@@ -426,11 +435,15 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
         opts: &RunOptions,
     ) -> Result<RunResult> {
         let id = prog.id(d);
+        let repeat_budget_ms = opts.repeat_budget.map(|b| b.as_millis() as u64);
         let budget = opts
             .timeout
-            .unwrap_or_else(|| Duration::from_millis(prog.deadline_ms(d) + 10_000))
+            .unwrap_or_else(|| {
+                Duration::from_millis(prog.deadline_ms(d, repeat_budget_ms).saturating_add(10_000))
+            })
             .min(Duration::from_secs(900));
-        let exec = prog.to_exec(d, budget.as_millis() as u64, opts.kcov);
+        let mut exec = prog.to_exec(d, budget.as_millis() as u64, opts.kcov);
+        exec.repeat_budget_ms = repeat_budget_ms;
         let names: Vec<String> = prog.ops.iter().map(|o| o.name.clone()).collect();
         let start = serde_json::to_string(&Request::Run { program: exec })
             .context("encoding the program")?

@@ -7,9 +7,7 @@
 
 use crate::kcov::Kcov;
 use crate::ops::{self, Args, Ctx, Val};
-use crate::protocol::{
-    Event, ExecArg, ExecProgram, ExecRep, HostReply, Outcome, LOOP_ALONE_MS, REPEAT_BUDGET_MS,
-};
+use crate::protocol::{Event, ExecArg, ExecProgram, ExecRep, HostReply, Outcome, LOOP_ALONE_MS};
 use crate::sys;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
@@ -366,10 +364,11 @@ impl Engine {
             let unit_started = Instant::now();
             'rep: loop {
                 if let Some(n) = times {
-                    if run >= n
-                        || (run > 0
-                            && unit_started.elapsed() >= Duration::from_millis(REPEAT_BUDGET_MS))
-                    {
+                    let over_budget = self
+                        .prog
+                        .repeat_budget_ms
+                        .is_some_and(|b| unit_started.elapsed() >= Duration::from_millis(b));
+                    if run >= n || (run > 0 && (over_budget || Instant::now() >= self.deadline)) {
                         break;
                     }
                 } else if run > 0 && self.stop_loops.load(Ordering::SeqCst) {

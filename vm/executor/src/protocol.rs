@@ -34,6 +34,12 @@ pub struct ExecProgram {
     /// result`), for reproducers a person reads.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub trace: bool,
+    /// How long a repeated block keeps starting new runs, in milliseconds. Campaigns set
+    /// [`REPEAT_BUDGET_MS`] so that one generated program cannot hold the guest for `times`
+    /// rounds; without it (a reproducer, a regression entry, `hotfuzz run`) a block runs all
+    /// its rounds, bounded only by the program's `timeout_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat_budget_ms: Option<u64>,
 }
 
 /// One operation.
@@ -90,8 +96,9 @@ impl ExecRep {
 /// How long loops run when there is no thread without one.
 pub const LOOP_ALONE_MS: u64 = 2000;
 
-/// How long a repeated block keeps starting new runs: a block whose operations each wait
-/// out a long timeout would otherwise keep the program for `times` timeouts.
+/// How long a repeated block of a campaign's program keeps starting new runs (see
+/// [`ExecProgram::repeat_budget_ms`]): a block whose operations each take seconds would
+/// otherwise keep the guest for `times` rounds.
 pub const REPEAT_BUDGET_MS: u64 = 3000;
 
 /// An argument value.

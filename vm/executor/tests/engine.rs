@@ -48,6 +48,21 @@ fn run(
     timeout_ms: u64,
     host: impl Fn(&Arc<Engine>, usize) + Send + 'static,
 ) -> Vec<Event> {
+    run_budget(
+        ops,
+        timeout_ms,
+        Some(hotfuzz_executor::protocol::REPEAT_BUDGET_MS),
+        host,
+    )
+}
+
+/// [`run`] with a chosen repetition budget (`None`: a reproducer's program).
+fn run_budget(
+    ops: Vec<ExecOp>,
+    timeout_ms: u64,
+    repeat_budget_ms: Option<u64>,
+    host: impl Fn(&Arc<Engine>, usize) + Send + 'static,
+) -> Vec<Event> {
     install_deadline_signal();
     install_fault_handler();
     let buf = Buf::default();
@@ -60,6 +75,7 @@ fn run(
             timeout_ms,
             kmsg_id: None,
             trace: false,
+            repeat_budget_ms,
         },
         sink,
     );
@@ -407,4 +423,28 @@ fn a_repetition_stops_starting_runs_after_its_budget() {
     assert_eq!(runs_done, oks);
     assert_eq!(u64::from(runs_done), budget.div_ceil(500), "{evs:?}");
     assert!(t0.elapsed() < Duration::from_millis(budget + 2000));
+}
+
+#[test]
+fn without_a_budget_a_repetition_runs_every_round_within_the_program_timeout() {
+    // A reproducer's `repeat 10` means ten rounds, though they take longer than a
+    // campaign's budget.
+    let block = |times| ExecRep::Block { block: 0, times };
+    let sleep = |times| {
+        with_rep(
+            op(0, 0, "sleep_ms", &[("ms", int(400))], 5000),
+            block(times),
+        )
+    };
+    let budget = hotfuzz_executor::protocol::REPEAT_BUDGET_MS;
+    assert!(10 * 400 > budget);
+    let evs = run_budget(vec![sleep(10)], 300_000, None, |_, _| {});
+    let (runs_done, oks) = runs(&evs, 0);
+    assert_eq!((runs_done, oks), (10, 10), "{evs:?}");
+    // The program's timeout still ends it: no new round starts after it.
+    let t0 = std::time::Instant::now();
+    let evs = run_budget(vec![sleep(256)], 2_000, None, |_, _| {});
+    let (runs_done, _) = runs(&evs, 0);
+    assert!((4..=6).contains(&runs_done), "{runs_done} rounds: {evs:?}");
+    assert!(t0.elapsed() < Duration::from_secs(6));
 }
