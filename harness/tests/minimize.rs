@@ -346,6 +346,48 @@ fn history_is_extended_until_the_bug_reproduces() {
 }
 
 #[test]
+fn a_replay_starts_from_the_devices_the_program_found() {
+    // The last program needs 256M plugged, which an earlier program did; the run log's
+    // devices line for the last program says so, and the replay restores it first.
+    let d = Descriptions::embedded();
+    let trig = Program::parse(TRIGGER, &d).unwrap();
+    let plug = Program {
+        ops: trig.ops[..1].to_vec(),
+    };
+    let noise = Program::parse("yield()\nsleep_ms(ms=0x1)\n", &d).unwrap();
+    let last = Program {
+        ops: trig.ops[1..].to_vec(),
+    };
+    let hist = vec![plug, noise, last];
+    let line = "# devices at start: dev 0x0 plugged 0x10000000 requested 0x10000000";
+    let devs = hotfuzz::run::runlog::devices_at_start(line);
+    let start = hotfuzz::repro::source::restore_devices(&devs, &d).expect("a plug to restore");
+    let mut o = Fake::new(1, 1.0, 4);
+    let m = Minimizer::new(&d, &mut o, Options::default())
+        .with_starts(vec![None, None, Some(start)])
+        .run(&hist);
+    assert!(m.gave_up.is_none(), "{:?}\n{}", m.gave_up, m.log.join("\n"));
+    assert!(
+        m.log.iter().any(|l| l
+            .contains("last 1 program(s) from the devices' sizes it started with: reproduced 3/3")),
+        "{}",
+        m.log.join("\n")
+    );
+    // The restored plug is part of the reproducer (with its wait: waits are never
+    // removed); the noise is not.
+    assert_eq!(m.candidate.len(), 1);
+    assert_eq!(ops(&m.candidate), 7, "{}", m.log.join("\n"));
+    assert!(fires(&m.candidate).is_some());
+    // Without the devices line the last program alone does not reproduce.
+    let mut o = Fake::new(1, 1.0, 4);
+    let m = Minimizer::new(&d, &mut o, Options::default()).run(&hist);
+    assert!(m
+        .log
+        .iter()
+        .any(|l| l.contains("last 1 program(s): reproduced 0/5")));
+}
+
+#[test]
 fn infrastructure_failures_are_not_runs_and_too_many_give_up() {
     let d = Descriptions::embedded();
     let p = planted(5, 20);

@@ -10,7 +10,9 @@
 //! reproduce" follows from the reliability measured at the start.
 //!
 //! Steps, cheapest and most effective first:
-//! 1. history: the last program alone, then with the programs before it; a race that
+//! 1. history: the last program alone, then with the programs before it, each replay
+//!    starting with a program that restores the state its first program started in (its
+//!    virtio-mem devices' sizes, when the source recorded them); a race that
 //!    reproduces in fewer than half of its runs (or in none) is then *amplified*, for as long
 //!    as that makes it reproduce more often (and step 7 then leaves its repetitions alone):
 //!    its repeated blocks run four times as often, its loops are made to outlast its
@@ -378,6 +380,10 @@ pub struct Minimizer<'a, O: Oracle> {
     evidence: Option<Evidence>,
     /// The candidate was amplified: its repetitions stay.
     amplified: bool,
+    /// Per program of the history: a program that puts the guest back into the state that
+    /// program started from (its virtio-mem devices' sizes), run before it when the replay
+    /// starts there. Empty: replays start from a fresh guest as it boots.
+    starts: Vec<Option<Program>>,
 }
 
 /// Total operations of a candidate.
@@ -559,7 +565,18 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
             progress: Box::new(|_| {}),
             evidence: None,
             amplified: false,
+            starts: Vec::new(),
         }
+    }
+
+    /// Programs that restore the state each program of the history started from (aligned
+    /// with the history; `None` where there is nothing to restore). A replay of the last `n`
+    /// programs then runs the start of the first of them before it: a fresh guest lacks what
+    /// the earlier programs left (memory plugged, a shrink under way), and a race in the
+    /// last program may need exactly that.
+    pub fn with_starts(mut self, starts: Vec<Option<Program>>) -> Self {
+        self.starts = starts;
+        self
     }
 
     /// Calls `f` after every batch of runs.
@@ -773,9 +790,19 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
         // The last program alone, measured before it was amplified early (see below).
         let mut early: Option<(Reliability, usize)> = None;
         for n in 1..=history.len() {
-            let c: Candidate = history[history.len() - n..].to_vec();
+            let first = history.len() - n;
+            let start = self.starts.get(first).cloned().flatten();
+            let from = if start.is_some() {
+                " from the devices' sizes it started with"
+            } else {
+                ""
+            };
+            let c: Candidate = start
+                .into_iter()
+                .chain(history[first..].iter().cloned())
+                .collect();
             let (r, ev) = self.measure(&c)?;
-            let msg = format!("last {n} program(s): reproduced {r}");
+            let msg = format!("last {n} program(s){from}: reproduced {r}");
             self.note(ops(&c), msg);
             if let Some(ev) = &ev {
                 if r.rate() >= self.opts.threshold {
@@ -786,7 +813,7 @@ impl<'a, O: Oracle> Minimizer<'a, O> {
                     best = Some((c.clone(), r, ev.clone()));
                 }
             }
-            if n == 1 && history.len() > 1 && has_loop(&c[0]) {
+            if n == 1 && history.len() > 1 && c.last().is_some_and(has_loop) {
                 // A race in the last program: amplify it alone before replaying the history
                 // before it, program by program, each longer suffix at `runs` runs (45 runs
                 // for a 14-program history once). A race that fired once in a campaign needs

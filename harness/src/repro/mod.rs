@@ -155,8 +155,14 @@ pub fn reproduce(o: &ReproOptions, progress: impl FnMut(&Progress)) -> Result<Re
         opts.max_runs = 0;
         opts.simplify_args = false;
     }
+    let starts = src
+        .devices
+        .iter()
+        .map(|devs| source::restore_devices(devs, &d))
+        .collect();
     let result = Minimizer::new(&d, &mut pool, opts)
         .on_progress(progress)
+        .with_starts(starts)
         .run(&src.history);
     let target = pool.target();
     let crash = pool.last_crash();

@@ -4,7 +4,7 @@
 
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
-use crate::run::runlog::program_texts;
+use crate::run::runlog::{devices_at_start, program_texts, DeviceAtStart};
 use crate::store::Meta;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -16,6 +16,9 @@ pub struct Source {
     pub titles: Vec<String>,
     /// Programs that ran before the report, oldest first; the last one ran when it appeared.
     pub history: Vec<Program>,
+    /// Per program of `history`: the virtio-mem devices' sizes when it started, as the run
+    /// log recorded them (empty when it did not).
+    pub devices: Vec<Vec<DeviceAtStart>>,
     /// The fuzzing profile the guest was booted with, when recorded.
     pub profile: Option<String>,
     /// Bug zoo bugs armed in that guest, when recorded.
@@ -27,6 +30,19 @@ pub struct Source {
 /// Splits `programs.prog` (programs headed by `# program I of N` lines) and parses each,
 /// errors naming the file and line.
 pub fn parse_history(text: &str, file: &Path, d: &Descriptions) -> Result<Vec<Program>> {
+    Ok(parse_history_with_devices(text, file, d)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect())
+}
+
+/// [`parse_history`], with each program's devices at its start (its
+/// [`crate::run::runlog::DEVICES_AT_START`] comment).
+pub fn parse_history_with_devices(
+    text: &str,
+    file: &Path,
+    d: &Descriptions,
+) -> Result<Vec<(Program, Vec<DeviceAtStart>)>> {
     let mut chunks: Vec<(usize, String)> = Vec::new();
     for (i, l) in text.lines().enumerate() {
         if l.starts_with("# program ") || chunks.is_empty() {
@@ -41,10 +57,39 @@ pub fn parse_history(text: &str, file: &Path, d: &Descriptions) -> Result<Vec<Pr
         let p = Program::parse(&chunk, d)
             .map_err(|e| anyhow!("{}:{}:{}: {}", file.display(), first + e.line, e.col, e.msg))?;
         if !p.ops.is_empty() {
-            out.push(p);
+            out.push((p, devices_at_start(&chunk)));
         }
     }
     Ok(out)
+}
+
+/// A program that puts virtio-mem devices back to their sizes in `devs` on a fresh guest:
+/// each plugged size is requested and waited for, then a resize still in progress is
+/// requested again. `None` when there is nothing to restore.
+pub fn restore_devices(devs: &[DeviceAtStart], d: &Descriptions) -> Option<Program> {
+    let plugged: Vec<&DeviceAtStart> = devs.iter().filter(|x| x.plugged > 0).collect();
+    let moving: Vec<&DeviceAtStart> = devs.iter().filter(|x| x.requested != x.plugged).collect();
+    if plugged.is_empty() && moving.is_empty() {
+        return None;
+    }
+    let mut text = String::new();
+    for x in &plugged {
+        text += &format!(
+            "virtio_mem_resize(dev={:#x}, size={:#x})\n",
+            x.dev, x.plugged
+        );
+    }
+    for x in &plugged {
+        // The longest wait the descriptions allow; a 4 GiB plug takes about a second under TCG.
+        text += &format!("virtio_mem_wait(dev={:#x}, ms=0x1388)\n", x.dev);
+    }
+    for x in &moving {
+        text += &format!(
+            "virtio_mem_resize(dev={:#x}, size={:#x})\n",
+            x.dev, x.requested
+        );
+    }
+    Program::parse(&text, d).ok()
 }
 
 impl Source {
@@ -62,6 +107,7 @@ impl Source {
             let p = crate::program::text::read_program(path, d)?;
             return Ok(Source {
                 history: vec![p],
+                devices: vec![Vec::new()],
                 ..Source::default()
             });
         }
@@ -79,7 +125,9 @@ impl Source {
             None => (text.clone(), path.to_path_buf()),
         };
         let mut history = Vec::new();
+        let mut devices = Vec::new();
         for (i, t) in program_texts(&log_text).iter().enumerate() {
+            devices.push(devices_at_start(t));
             history.push(Program::parse(t, d).map_err(|e| {
                 anyhow!(
                     "{}: program {} of the run log, line {}: {}",
@@ -107,11 +155,13 @@ impl Source {
                 .last();
             if let Some(i) = running.and_then(|id| history.iter().rposition(|p| p.id(d) == id)) {
                 history.truncate(i + 1);
+                devices.truncate(i + 1);
             }
         }
         Ok(Source {
             titles,
             history,
+            devices,
             ..Source::default()
         })
     }
@@ -128,8 +178,8 @@ impl Source {
             anyhow!("{}{at}: {e}", meta_path.display())
         })?;
         let progs = dir.join("programs.prog");
-        let history = match std::fs::read_to_string(&progs) {
-            Ok(t) => parse_history(&t, &progs, d)?,
+        let with_devices = match std::fs::read_to_string(&progs) {
+            Ok(t) => parse_history_with_devices(&t, &progs, d)?,
             Err(_) => {
                 let rl = dir.join("run.log");
                 let t = std::fs::read_to_string(&rl).with_context(|| {
@@ -137,10 +187,12 @@ impl Source {
                 })?;
                 program_texts(&t)
                     .iter()
-                    .filter_map(|t| Program::parse(t, d).ok())
+                    .filter_map(|t| Some((Program::parse(t, d).ok()?, devices_at_start(t))))
                     .collect()
             }
         };
+        let (history, devices): (Vec<Program>, Vec<Vec<DeviceAtStart>>) =
+            with_devices.into_iter().unzip();
         if history.is_empty() {
             bail!("{}: the report has no programs to replay", dir.display());
         }
@@ -149,6 +201,7 @@ impl Source {
                 .chain(meta.alt_titles.iter().cloned())
                 .collect(),
             history,
+            devices,
             profile: meta.guest.as_ref().and_then(|g| g.profile.clone()),
             bugzoo: meta.guest.as_ref().and_then(|g| g.bugzoo.clone()),
             report_dir: Some(dir.to_path_buf()),
@@ -159,6 +212,24 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn devices_at_a_programs_start_come_back_as_a_program_that_restores_them() {
+        let d = Descriptions::embedded();
+        let text = "# program 1 of 2\nyield()\n# program 2 of 2: the one running when the report appeared\n# devices at start: dev 0x0 plugged 0x100000000 requested 0x20000000; dev 0x1 plugged 0x0 requested 0x0\nyield()\n";
+        let h = parse_history_with_devices(text, Path::new("p"), &d).unwrap();
+        assert_eq!(h.len(), 2);
+        assert!(h[0].1.is_empty());
+        let start = restore_devices(&h[1].1, &d).unwrap();
+        assert_eq!(
+            start.print(&d),
+            "virtio_mem_resize(dev=0x0, size=0x100000000)\n\
+             virtio_mem_wait(dev=0x0, ms=0x1388)\n\
+             virtio_mem_resize(dev=0x0, size=0x20000000)\n"
+        );
+        // Nothing plugged and nothing moving: nothing to restore.
+        assert!(restore_devices(&h[1].1[1..], &d).is_none());
+    }
 
     #[test]
     fn history_errors_name_the_line() {

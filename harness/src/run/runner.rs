@@ -7,6 +7,7 @@
 use crate::program::desc::Descriptions;
 use crate::program::prog::Program;
 use crate::run::agent::Agent;
+use crate::run::runlog;
 pub use crate::run::runlog::RunLog;
 use anyhow::{Context, Result};
 use hotfuzz_executor::host::drive::{self, Observer};
@@ -36,6 +37,26 @@ pub struct RunOptions {
     /// [`CAMPAIGN_REPEAT_BUDGET`]; `None` runs every round a program asks for (reproducers,
     /// regression entries, `hotfuzz run`), within the program's timeout.
     pub repeat_budget: Option<Duration>,
+}
+
+/// The virtio-mem devices' sizes now (empty without devices, or when QMP does not answer:
+/// the run log then just lacks the line).
+fn devices_now(vm: &Vm) -> Vec<runlog::DeviceAtStart> {
+    if vm.machine().arch != hotfuzz_vm::Arch::X86_64 {
+        return Vec::new();
+    }
+    let Ok(devs) = vm.qmp().query_memory_devices() else {
+        return Vec::new();
+    };
+    devs.iter()
+        .filter(|d| d.kind == "virtio-mem")
+        .enumerate()
+        .map(|(i, d)| runlog::DeviceAtStart {
+            dev: i as u32,
+            plugged: d.size,
+            requested: d.requested_size.unwrap_or(d.size),
+        })
+        .collect()
 }
 
 /// The repetition budget of campaigns' programs.
@@ -451,8 +472,13 @@ impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
         let mark = self.vm.console().mark();
         let started = SystemTime::now();
         let t0 = Instant::now();
-        self.log
-            .program(&id, prog.ops.len(), prog.threads(), &prog.print(d));
+        let devices = devices_now(&self.vm);
+        let text = if devices.is_empty() {
+            prog.print(d)
+        } else {
+            format!("{}\n{}", runlog::devices_line(&devices), prog.print(d))
+        };
+        self.log.program(&id, prog.ops.len(), prog.threads(), &text);
         let ops: Vec<OpResult> = (0..prog.ops.len())
             .map(|i| OpResult {
                 index: i,
