@@ -209,8 +209,18 @@ impl Vm {
                 Err(Error::Boot(b))
                     if a == Accel::Kvm && !last && b.kind != BootFailure::Timeout =>
                 {
-                    let reason = format!("{:?}: {}", b.kind, b.message);
+                    let mut reason = format!("{:?}: {}", b.kind, b.message);
+                    if let Some(said) = b.qemu_stderr.lines().find(|l| !l.trim().is_empty()) {
+                        reason.push_str(&format!("; QEMU said: {}", said.trim()));
+                    }
                     eprintln!("hotfuzz: KVM guest failed ({reason}); falling back to TCG (remembered for this host)");
+                    // The failure is handled here, so its VM directory (kept for a failure
+                    // the caller sees) would only be left behind.
+                    if !opts.keep_dir {
+                        if let Some(dir) = b.console_log.parent() {
+                            let _ = std::fs::remove_dir_all(dir);
+                        }
+                    }
                     accel::remember(&qemu, false, &reason);
                     fallbacks.push(format!("kvm: {reason}"));
                 }

@@ -208,3 +208,38 @@ fn wrong_arch_and_non_kernels_are_refused_before_qemu_starts() {
         .to_string();
     assert!(e.contains("is not a kernel image"), "{e}");
 }
+
+/// `accel: auto` on a host whose KVM fails (this one: nested KVM stops in the guest's
+/// decompressor) falls back to TCG, and the failed KVM attempt's VM directory, with its 9 MB
+/// initrd, does not stay behind: the failure was handled, so nobody reads it.
+#[test]
+fn a_failed_kvm_attempt_leaves_no_vm_directory_behind() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if !hotfuzz_vm::accel::kvm_usable() {
+        println!("skipped: /dev/kvm cannot be opened here, so `auto` never tries KVM");
+        return;
+    }
+    let (kernel, image) = default_kernel_and_image();
+    // Forget what an earlier run learnt about this host's KVM, so that `auto` tries it.
+    let memo = hotfuzz_vm::cache::cache_dir().unwrap().join("accel.json");
+    let _ = std::fs::remove_file(&memo);
+    let parent = tempfile::tempdir().unwrap();
+    let mut opts = VmOptions::new(MachineConfig::new(Arch::X86_64));
+    opts.machine.accel = hotfuzz_vm::AccelChoice::Auto;
+    opts.dir_parent = Some(parent.path().to_path_buf());
+    let vm = Vm::boot(&kernel, &image, &opts).unwrap();
+    let dirs: Vec<_> = std::fs::read_dir(parent.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    if vm.timings().fallbacks.is_empty() {
+        println!("KVM works on this host: there was no failed attempt to clean up");
+    } else {
+        println!("fell back: {:?}", vm.timings().fallbacks);
+    }
+    assert_eq!(dirs, vec![vm.dir().to_path_buf()], "{dirs:?}");
+    // And the live guest's goes with it.
+    drop(vm);
+    let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+}
