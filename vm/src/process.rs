@@ -226,10 +226,19 @@ impl TempDir {
         self.dir.as_ref().expect("present until dropped").path()
     }
 
-    /// Keeps the directory (evidence of a failure): never removed, by anyone.
+    /// Keeps the directory (evidence of a failure): never removed, by anyone. Once a signal
+    /// is ending hotfuzz (or asked it to stop) the failure is the guest that signal killed:
+    /// then the directory is removed instead.
     pub fn keep(mut self) -> std::path::PathBuf {
         let t = self.dir.take().expect("present until dropped");
         forget_temp_dir(t.path());
+        if EXITING.load(Ordering::SeqCst) || stop_requested() {
+            // A signal is ending hotfuzz and killed the guest: the failure being kept is that
+            // kill, and the signal's exit would no longer see this directory to remove it.
+            let p = t.path().to_path_buf();
+            drop(t);
+            return p;
+        }
         let _ = std::fs::remove_file(t.path().join(OWNER_FILE));
         t.keep()
     }
@@ -300,6 +309,8 @@ fn sweep_dead(parent: &std::path::Path, prefix: &str) {
 
 /// Kills every guest, removes the VM directories and exits with `code`.
 pub fn exit_now(code: i32) -> ! {
+    // Before the guests die: a boot that fails because of it must not keep its directory.
+    EXITING.store(true, Ordering::SeqCst);
     kill_all();
     remove_temp_dirs_for_good(true);
     std::process::exit(code)

@@ -117,21 +117,14 @@ pub fn write(
         if !crash.console.is_empty() {
             atomic_write(&dir.join("repro-console.log"), crash.console.as_bytes())?;
         }
-        script_result = if n == 1 {
-            match repro_sh(ctx, &m.candidate[0], &title, crash, &rel) {
-                Ok(text) => {
-                    let path = dir.join("repro.sh");
-                    atomic_write(&path, text.as_bytes())?;
-                    set_executable(&path)?;
-                    Ok(path)
-                }
-                Err(e) => Err(format!("{e:#}")),
+        script_result = match repro_sh(ctx, &m.candidate, &title, crash, &rel) {
+            Ok(text) => {
+                let path = dir.join("repro.sh");
+                atomic_write(&path, text.as_bytes())?;
+                set_executable(&path)?;
+                Ok(path)
             }
-        } else {
-            Err(format!(
-                "the bug needs a history of {n} programs run one after another; repro.prog has \
-                 them, repro.sh does only single programs"
-            ))
+            Err(e) => Err(format!("{e:#}")),
         };
         if let Err(why) = &script_result {
             log.push_str(&format!("no repro.sh: {why}\n"));
@@ -221,7 +214,7 @@ pub fn detect_patterns(title: &str, frame: Option<&str>) -> Vec<String> {
 
 fn repro_sh(
     ctx: &Context,
-    prog: &crate::program::prog::Program,
+    progs: &[crate::program::prog::Program],
     title: &str,
     crash: &CrashFiles,
     reliability: &str,
@@ -251,7 +244,7 @@ fn repro_sh(
     let hm = crate::run::runner::host_machine(machine);
     let input = ScriptInput {
         d: ctx.d,
-        prog,
+        progs,
         title: title.to_string(),
         detect: detect_patterns(title, frame.as_deref()),
         qemu,

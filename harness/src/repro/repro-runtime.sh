@@ -1,11 +1,13 @@
 # The runtime of a hotfuzz repro.sh (appended to the generated settings; see script.rs).
-# It boots the guest with hotfuzz's exact QEMU arguments, runs the program with the executor's
-# host-side driver (the same code hotfuzz runs programs with: guest operations by the
-# executor in the guest, host operations over QMP), and checks the console for the bug.
+# It boots the guest with hotfuzz's exact QEMU arguments, runs the programs one after another
+# with the executor's host-side driver (the same code hotfuzz runs programs with: guest
+# operations by the executor in the guest, host operations over QMP), and checks the console
+# for the bug.
 #
 # The settings define: TITLE, DETECT (array of grep -E patterns that must all match the
 # console after the program started), QEMU_ARGS (array; @DIR@ and @INITRD@ are filled in),
-# VMEM, PORTS, NUMA, PROGRAM_JSON, and the defaults of QEMU, KERNEL, INITRD, EXECUTOR,
+# VMEM, PORTS, NUMA, PROGRAM_JSONS (array, in order), and the defaults of QEMU, KERNEL,
+# INITRD, EXECUTOR,
 # RUNS, TIMEOUT, SETTLE, REPRO_LOGS.
 # shellcheck shell=bash
 # shellcheck disable=SC2154
@@ -70,30 +72,36 @@ check() {
 
 # one_run N: 0 reproduced, 1 not, 2 the run could not happen.
 one_run() {
-  local n=$1 logs mark st waited
+  local n=$1 logs mark st waited i out
   logs=$LOG_ROOT/run$n
   mkdir -p -- "$logs" || return 2
   say "=== run $n of $RUNS (logs: $logs)"
   boot "$logs"
-  # The driver waits for the guest's agent (the guest is booting), then runs the program.
-  "$EXECUTOR" drive --agent "$DIR/agent.sock" --qmp "$DIR/qmp.sock" --program "$DIR/program.json" \
-    ${VMEM:+--vmem "$VMEM"} --ports "$PORTS" ${NUMA:+--numa} --ready-timeout "$TIMEOUT" \
-    >"$logs/program.log" 2>&1 &
-  local drv=$!
-  # Everything the console printed before the program's first operation is the boot.
-  mark=0
-  while kill -0 "$drv" 2>/dev/null && ! grep -qs '^\[t[0-9]*\] #' "$logs/program.log"; do
-    sleep 0.05
+  mark=
+  for ((i = 0; i < ${#PROGRAM_JSONS[@]}; i++)); do
+    out=$logs/program$((i + 1)).log
+    ((${#PROGRAM_JSONS[@]} > 1)) && say "  program $((i + 1)) of ${#PROGRAM_JSONS[@]}"
+    # The driver waits for the guest's agent (the guest is booting), then runs the program.
+    "$EXECUTOR" drive --agent "$DIR/agent.sock" --qmp "$DIR/qmp.sock" --program "$DIR/program$i.json" \
+      ${VMEM:+--vmem "$VMEM"} --ports "$PORTS" ${NUMA:+--numa} --ready-timeout "$TIMEOUT" \
+      >"$out" 2>&1 &
+    local drv=$!
+    if [[ -z $mark ]]; then
+      # Everything the console printed before the first program's first operation is the boot.
+      while kill -0 "$drv" 2>/dev/null && ! grep -qs '^\[t[0-9]*\] #' "$out"; do
+        sleep 0.05
+      done
+      mark=$(wc -l <"$logs/console.log")
+    fi
+    wait "$drv"
+    st=$?
+    sed 's/^/  /' "$out"
+    [[ -f $LOG_OUT ]] && sed 's/^/  /' "$out" >>"$LOG_OUT"
+    if ((st == 2)); then
+      stop_guest
+      return 2
+    fi
   done
-  mark=$(wc -l <"$logs/console.log")
-  wait "$drv"
-  st=$?
-  sed 's/^/  /' "$logs/program.log"
-  [[ -f $LOG_OUT ]] && sed 's/^/  /' "$logs/program.log" >>"$LOG_OUT"
-  if ((st == 2)); then
-    stop_guest
-    return 2
-  fi
   # Let the kernel finish what it prints (a hung task is only reported after its timeout).
   waited=0
   while ((waited < SETTLE * 10)) && ! check "$logs" "$mark"; do
@@ -131,7 +139,10 @@ main() {
   trap 'exit 129' HUP
   DIR=$(mktemp -d "${TMPDIR:-/tmp}/repro.XXXXXX") || die "cannot create a temporary directory"
   chmod 700 -- "$DIR"
-  printf '%s\n' "$PROGRAM_JSON" >"$DIR/program.json"
+  local i
+  for ((i = 0; i < ${#PROGRAM_JSONS[@]}; i++)); do
+    printf '%s\n' "${PROGRAM_JSONS[i]}" >"$DIR/program$i.json"
+  done
   LOG_ROOT=$REPRO_LOGS/$(date +%Y%m%d-%H%M%S)-$$
   mkdir -p -- "$LOG_ROOT" || die "cannot create $LOG_ROOT"
   LOG_OUT=$LOG_ROOT/output.log

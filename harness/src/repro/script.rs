@@ -1,10 +1,10 @@
 //! `repro.sh`: a standalone reproducer that needs bash, QEMU and hotfuzz's executor binary,
 //! not hotfuzz.
 //!
-//! [`generate`] writes the settings (the program as text in a comment and as the executor's
+//! [`generate`] writes the settings (the programs as text in a comment and as the executor's
 //! JSON, QEMU's exact arguments, the detection patterns, the device ids) in front of the
-//! runtime in `repro-runtime.sh`, which boots the guest, runs the program with
-//! `hotfuzz-executor drive` and checks the console. The script holds no operation's logic: the
+//! runtime in `repro-runtime.sh`, which boots the guest, runs the programs one after another
+//! with `hotfuzz-executor drive` and checks the console. The script holds no operation's logic: the
 //! executor runs guest operations in the guest and host operations over QMP with the same
 //! code hotfuzz runs them with, and prints every file write it makes (`write PATH VALUE`), so
 //! a reader sees what the program did.
@@ -23,8 +23,9 @@ pub const RUNTIME: &str = include_str!("repro-runtime.sh");
 pub struct ScriptInput<'a> {
     /// The descriptions the program was parsed with.
     pub d: &'a Descriptions,
-    /// The (minimized) program.
-    pub prog: &'a Program,
+    /// The (minimized) programs, run one after another on one guest (usually one; a
+    /// reproducer that needs the state an earlier program left has more).
+    pub progs: &'a [Program],
     /// The bug's title (printed, and what the script looks for).
     pub title: String,
     /// Extended regular expressions (grep -E) that must all match the console output printed
@@ -66,13 +67,15 @@ pub struct ScriptInput<'a> {
 pub fn generate(inp: &ScriptInput) -> anyhow::Result<String> {
     check_input(inp)?;
     let d = inp.d;
-    inp.prog
-        .validate(d)
-        .map_err(|e| anyhow::anyhow!("the program is not valid: {e}"))?;
-    let budget_ms = inp.prog.deadline_ms(d, None).saturating_add(10_000);
-    let mut exec = inp.prog.to_exec(d, budget_ms, false);
-    exec.trace = true;
-    let json = serde_json::to_string(&exec)?;
+    let mut jsons = Vec::new();
+    for (i, prog) in inp.progs.iter().enumerate() {
+        prog.validate(d)
+            .map_err(|e| anyhow::anyhow!("program {} is not valid: {e}", i + 1))?;
+        let budget_ms = prog.deadline_ms(d, None).saturating_add(10_000);
+        let mut exec = prog.to_exec(d, budget_ms, false);
+        exec.trace = true;
+        jsons.push(serde_json::to_string(&exec)?);
+    }
     let mut s = String::new();
     let _ = writeln!(s, "#!/usr/bin/env bash");
     let _ = writeln!(s, "# repro.sh: {}", comment_safe(&inp.title));
@@ -93,13 +96,22 @@ pub fn generate(inp: &ScriptInput) -> anyhow::Result<String> {
     let _ = writeln!(s, "#");
     let _ = writeln!(s, "# kernel: {}", comment_safe(&inp.kernel_origin));
     let _ = writeln!(s, "# cmdline: {}", comment_safe(&inp.kernel_cmdline));
-    let _ = writeln!(
+    let n = inp.progs.len();
+    let _ =
+        writeln!(
         s,
-        "# The program (hotfuzz's text format; operations of one thread run in order, threads"
+        "# The program{} (hotfuzz's text format; operations of one thread run in order, threads",
+        if n > 1 { "s, run one after another on one guest" } else { "" }
     );
     let _ = writeln!(s, "# run concurrently, host operations go to QEMU):");
-    for l in inp.prog.print(d).lines() {
-        let _ = writeln!(s, "#   {}", comment_safe(l));
+    for (i, prog) in inp.progs.iter().enumerate() {
+        if n > 1 {
+            let h = crate::program::text::history_header(i, n);
+            let _ = writeln!(s, "#   {}", comment_safe(h.trim_end()));
+        }
+        for l in prog.print(d).lines() {
+            let _ = writeln!(s, "#   {}", comment_safe(l));
+        }
     }
     s.push('\n');
     let _ = writeln!(s, "QEMU=${{QEMU:-{}}}", sq(path_str(&inp.qemu)?));
@@ -128,13 +140,20 @@ pub fn generate(inp: &ScriptInput) -> anyhow::Result<String> {
         let _ = writeln!(s, "  {}", sq(a));
     }
     let _ = writeln!(s, ")");
-    let _ = writeln!(s, "PROGRAM_JSON={}", sq(&json));
+    let _ = writeln!(s, "PROGRAM_JSONS=(");
+    for j in &jsons {
+        let _ = writeln!(s, "  {}", sq(j));
+    }
+    let _ = writeln!(s, ")");
     s.push('\n');
     s.push_str(RUNTIME);
     Ok(s)
 }
 
 fn check_input(inp: &ScriptInput) -> anyhow::Result<()> {
+    if inp.progs.is_empty() {
+        bail!("no program to run");
+    }
     if inp.detect.is_empty() {
         bail!("no detection patterns: the script could not tell a reproduction from a clean run");
     }
@@ -190,10 +209,10 @@ mod tests {
     use super::*;
     use std::process::Command;
 
-    fn input<'a>(d: &'a Descriptions, prog: &'a Program) -> ScriptInput<'a> {
+    fn input<'a>(d: &'a Descriptions, progs: &'a [Program]) -> ScriptInput<'a> {
         ScriptInput {
             d,
-            prog,
+            progs,
             title: "WARNING in offline_pages".into(),
             detect: vec!["WARNING: ".into(), "offline_pages".into()],
             qemu: "/usr/bin/qemu-system-x86_64".into(),
@@ -223,7 +242,7 @@ mod tests {
     fn script() -> String {
         let d = Descriptions::embedded();
         let p = Program::parse(PROG, &d).unwrap();
-        generate(&input(&d, &p)).unwrap()
+        generate(&input(&d, &[p])).unwrap()
     }
 
     /// The value of the settings as bash sees them.
@@ -266,7 +285,8 @@ mod tests {
             "name=opt/x,string=a'b;$(x)`y`\"z\\"
         );
         // The program JSON is the executor's form, with tracing on, and survives quoting.
-        let json = eval(&s, "printf '%s' \"$PROGRAM_JSON\"");
+        assert_eq!(eval(&s, "echo ${#PROGRAM_JSONS[@]}"), "1\n");
+        let json = eval(&s, "printf '%s' \"${PROGRAM_JSONS[0]}\"");
         let p: hotfuzz_executor::protocol::ExecProgram = serde_json::from_str(&json).unwrap();
         assert!(p.trace);
         assert_eq!(p.ops.len(), 5);
@@ -315,9 +335,30 @@ mod tests {
     }
 
     #[test]
+    fn a_history_of_programs_is_run_in_order() {
+        let d = Descriptions::embedded();
+        let restore = Program::parse(
+            "virtio_mem_resize(dev=0x0, size=0x40000000)\nvirtio_mem_wait(dev=0x0, ms=0x1388)\n",
+            &d,
+        )
+        .unwrap();
+        let race = Program::parse(PROG, &d).unwrap();
+        let s = generate(&input(&d, &[restore, race])).unwrap();
+        assert_eq!(eval(&s, "echo ${#PROGRAM_JSONS[@]}"), "2\n");
+        let first: hotfuzz_executor::protocol::ExecProgram =
+            serde_json::from_str(&eval(&s, "printf '%s' \"${PROGRAM_JSONS[0]}\"")).unwrap();
+        let second: hotfuzz_executor::protocol::ExecProgram =
+            serde_json::from_str(&eval(&s, "printf '%s' \"${PROGRAM_JSONS[1]}\"")).unwrap();
+        assert_eq!(first.ops.len(), 2);
+        assert_eq!(second.ops.len(), 5);
+        assert!(s.contains("#   # program 1 of 2\n#   virtio_mem_resize(dev=0x0, size=0x40000000)"));
+        assert!(s.contains("#   # program 2 of 2: the one running when the report appeared\n"));
+    }
+
+    #[test]
     fn bad_inputs_are_refused() {
         let d = Descriptions::embedded();
-        let p = Program::parse(PROG, &d).unwrap();
+        let p = [Program::parse(PROG, &d).unwrap()];
         let mut i = input(&d, &p);
         i.detect.clear();
         assert!(generate(&i).is_err());
@@ -327,5 +368,6 @@ mod tests {
         let mut i = input(&d, &p);
         i.qemu_args.push("a\0b".into());
         assert!(generate(&i).is_err());
+        assert!(generate(&input(&d, &[])).is_err());
     }
 }
