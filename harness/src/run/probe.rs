@@ -30,23 +30,31 @@ done
         .run(script, Duration::from_secs(30))
         .context("reading the guest's memory state")?;
     let machine = vm.machine();
-    let mut devices = Vec::new();
-    if machine.arch == Arch::X86_64 {
-        let devs = vm.qmp().query_memory_devices()?;
-        for (i, d) in devs.iter().filter(|d| d.kind == "virtio-mem").enumerate() {
-            devices.push(DeviceState {
-                index: i as u32,
-                id: d.id.clone().unwrap_or_default(),
-                memaddr: d.memaddr.unwrap_or(0),
-                max: d.max_size.unwrap_or(0),
-                block_size: d.block_size.unwrap_or(2 << 20),
-                requested: d.requested_size.unwrap_or(0),
-                size: d.size,
-                node: d.node.unwrap_or(0) as u32,
-            });
-        }
+    parse_state(&out, machine.arch, machine.memory, virtio_mem_devices(vm)?)
+}
+
+/// The guest's virtio-mem devices over QMP, each with the index programs name it by (its
+/// place among the virtio-mem devices QEMU lists); none on machines without them.
+pub fn virtio_mem_devices(vm: &Vm) -> Result<Vec<DeviceState>> {
+    if vm.machine().arch != Arch::X86_64 {
+        return Ok(Vec::new());
     }
-    parse_state(&out, machine.arch, machine.memory, devices)
+    let devs = vm.qmp().query_memory_devices()?;
+    Ok(devs
+        .iter()
+        .filter(|d| d.kind == "virtio-mem")
+        .enumerate()
+        .map(|(i, d)| DeviceState {
+            index: i as u32,
+            id: d.id.clone().unwrap_or_default(),
+            memaddr: d.memaddr.unwrap_or(0),
+            max: d.max_size.unwrap_or(0),
+            block_size: d.block_size.unwrap_or(2 << 20),
+            requested: d.requested_size.unwrap_or(0),
+            size: d.size,
+            node: d.node.unwrap_or(0) as u32,
+        })
+        .collect())
 }
 
 /// The guest's state from what the probe script printed, `devices` from QMP; an impossible

@@ -42,19 +42,13 @@ pub struct RunOptions {
 /// The virtio-mem devices' sizes now (empty without devices, or when QMP does not answer:
 /// the run log then just lacks the line).
 fn devices_now(vm: &Vm) -> Vec<runlog::DeviceAtStart> {
-    if vm.machine().arch != hotfuzz_vm::Arch::X86_64 {
-        return Vec::new();
-    }
-    let Ok(devs) = vm.qmp().query_memory_devices() else {
-        return Vec::new();
-    };
-    devs.iter()
-        .filter(|d| d.kind == "virtio-mem")
-        .enumerate()
-        .map(|(i, d)| runlog::DeviceAtStart {
-            dev: i as u32,
+    crate::run::probe::virtio_mem_devices(vm)
+        .unwrap_or_default()
+        .iter()
+        .map(|d| runlog::DeviceAtStart {
+            dev: d.index,
             plugged: d.size,
-            requested: d.requested_size.unwrap_or(d.size),
+            requested: d.requested,
         })
         .collect()
 }
