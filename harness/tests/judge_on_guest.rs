@@ -24,13 +24,14 @@ fn an_offline_that_blocks_for_fifteen_seconds_and_returns_is_slow_not_hung() {
     g.accel = AccelChoice::Tcg;
     g.bugzoo = Some("stuck_offline".into());
     let p = g.prepare().unwrap();
-    let vm = p.boot("hotfuzz-judge-test").unwrap();
+    let c = p.boot_connected("hotfuzz-judge-test").unwrap();
+    let vm = c.vm;
     // The planted hang blocks for 15 s instead of 300: longer than the offline's 5 s deadline
     // and the guest's 10 s hung task timeout, shorter than three of them.
     vm.run("echo 15 > /sys/module/bugzoo/parameters/stuck_secs")
         .unwrap();
     let log = tempfile::tempdir().unwrap();
-    let mut runner = Runner::new(&vm, &log.path().join("run.log")).unwrap();
+    let mut runner = Runner::with_agent(&vm, c.agent, &log.path().join("run.log")).unwrap();
     let d = Descriptions::embedded();
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -103,9 +104,14 @@ fn an_agent_that_answers_again_after_eighty_seconds_was_slow_not_lost() {
         accel: AccelChoice::Tcg,
         ..GuestConfig::new(Arch::X86_64)
     };
-    let vm = g.prepare().unwrap().boot("hotfuzz-judge-test").unwrap();
+    let c = g
+        .prepare()
+        .unwrap()
+        .boot_connected("hotfuzz-judge-test")
+        .unwrap();
+    let vm = c.vm;
     let log = tempfile::tempdir().unwrap();
-    let mut runner = Runner::new(&vm, &log.path().join("run.log")).unwrap();
+    let mut runner = Runner::with_agent(&vm, c.agent, &log.path().join("run.log")).unwrap();
     // The guest's agent freezes a second into the program and thaws 80 s later: the host
     // hears nothing for longer than its 20 s probe, while the kernel is fine.
     let agent = vm.run("pidof hotfuzz-executor").unwrap();

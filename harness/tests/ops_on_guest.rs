@@ -7,7 +7,7 @@ mod common;
 
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
-use hotfuzz::run::runner::{RunOptions, RunResult, Runner};
+use hotfuzz::run::runner::{boot_connected, RunOptions, RunResult, Runner};
 use hotfuzz_executor::protocol::Outcome;
 use hotfuzz_vm::{Vm, VmOptions};
 use std::collections::BTreeSet;
@@ -110,10 +110,11 @@ fn every_operation_runs_on_a_real_guest() {
     let d = Descriptions::embedded();
     let (kernel, image, mut m) = common::tcg_guest();
     m.numa_nodes = 2;
-    let vm = Vm::boot(&kernel, &image, &VmOptions::new(m)).unwrap();
+    let c = boot_connected(&kernel, &image, &VmOptions::new(m)).unwrap();
+    let vm = c.vm;
     let log_dir = tempfile::tempdir().unwrap();
     let log_path = log_dir.path().join("run.log");
-    let mut runner = Runner::new(&vm, &log_path).unwrap();
+    let mut runner = Runner::with_agent(&vm, c.agent, &log_path).unwrap();
     let mut c = Ctx {
         d: d.clone(),
         vm: &vm,

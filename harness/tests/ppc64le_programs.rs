@@ -7,9 +7,9 @@
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
 use hotfuzz::run::image::program_guest;
-use hotfuzz::run::runner::{RunOptions, Runner};
+use hotfuzz::run::runner::{boot_connected, RunOptions, Runner};
 use hotfuzz_executor::protocol::Outcome;
-use hotfuzz_vm::{Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
+use hotfuzz_vm::{Arch, Kernel, KernelSource, MachineConfig, VmOptions};
 use std::time::Duration;
 
 #[test]
@@ -37,10 +37,11 @@ fn memtrace_and_offlining_on_powernv() {
         // memtrace needs whole memory blocks per node (1 GiB blocks with this much RAM).
         m.memory = 8 << 30;
     }
-    let vm = Vm::boot(&kernel, &image, &VmOptions::new(m)).unwrap();
+    let c = boot_connected(&kernel, &image, &VmOptions::new(m)).unwrap();
+    let vm = c.vm;
     let d = Descriptions::embedded();
     let log = tempfile::tempdir().unwrap();
-    let mut runner = Runner::new(&vm, &log.path().join("run.log")).unwrap();
+    let mut runner = Runner::with_agent(&vm, c.agent, &log.path().join("run.log")).unwrap();
     let st = hotfuzz::run::probe::guest_state(&vm, runner.agent()).unwrap();
     let size = st.block_size;
     let text = format!(

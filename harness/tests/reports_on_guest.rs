@@ -10,9 +10,9 @@ use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
 use hotfuzz::report::ReportType;
 use hotfuzz::run::image::program_guest;
-use hotfuzz::run::runner::{RunOptions, Runner};
+use hotfuzz::run::runner::{boot_connected, RunOptions, Runner};
 use hotfuzz::store::Store;
-use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, Vm, VmOptions};
+use hotfuzz_vm::{AccelChoice, Arch, Kernel, KernelSource, MachineConfig, VmOptions};
 use std::time::{Duration, Instant};
 
 const REONLINE: &str = common::WARN_REONLINE;
@@ -45,7 +45,8 @@ fn bug_zoo_reports_end_to_end() {
     let image = spec.build(&kernel).unwrap();
     let mut m = MachineConfig::new(Arch::X86_64);
     m.accel = AccelChoice::Tcg;
-    let vm = Vm::boot(&kernel, &image, &VmOptions::new(m)).unwrap();
+    let c = boot_connected(&kernel, &image, &VmOptions::new(m)).unwrap();
+    let vm = c.vm;
     let dir = tempfile::tempdir().unwrap();
     let run_log = dir.path().join("run.log");
     let store = Store::open(&dir.path().join("reports")).unwrap();
@@ -56,7 +57,7 @@ fn bug_zoo_reports_end_to_end() {
         Some("warn_reonline"),
         Some(vm.accel()),
     );
-    let mut runner = Runner::new(&vm, &run_log).unwrap();
+    let mut runner = Runner::with_agent(&vm, c.agent, &run_log).unwrap();
     let opts = RunOptions {
         kcov: false,
         timeout: None,

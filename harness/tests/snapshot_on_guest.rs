@@ -7,7 +7,7 @@ mod common;
 
 use hotfuzz::program::desc::Descriptions;
 use hotfuzz::program::prog::Program;
-use hotfuzz::run::runner::{RunOptions, RunResult, Runner};
+use hotfuzz::run::runner::{boot_connected, RunOptions, RunResult, Runner};
 use hotfuzz_vm::{Vm, VmOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
@@ -70,7 +70,9 @@ fn restores_state_after_programs_panics_hangs_and_kills() {
     opts.snapshots = true;
     opts.dir_parent = Some(work.path().to_path_buf());
     opts.name = "hotfuzz-snaptest".into();
-    let mut vm = Vm::boot(&kernel, &image, &opts).unwrap();
+    let c = boot_connected(&kernel, &image, &opts).unwrap();
+    let mut vm = c.vm;
+    let mut agent = Some(c.agent);
     let vm_dir = vm.dir().to_path_buf();
     assert!(vm_dir.starts_with(work.path()));
     let store = vm_dir.join("snapshots.qcow2");
@@ -81,7 +83,7 @@ fn restores_state_after_programs_panics_hangs_and_kills() {
     let p = Program::parse(CHANGE, &d).unwrap();
 
     let (fresh, first) = {
-        let mut runner = Runner::new(&vm, &log).unwrap();
+        let mut runner = Runner::with_agent(&vm, agent.take().unwrap(), &log).unwrap();
         let fresh = state(&vm, &runner);
         let took = vm.save_snapshot("ready").unwrap();
         eprintln!("savevm: {took:?}");

@@ -245,11 +245,12 @@ fn exec(a: BenchExecArgs) -> Result<i32> {
 
     let d = Descriptions::embedded();
     let p = a.guest.config()?.prepare()?;
-    let mut vm = p.boot("hotfuzz")?;
+    let c = p.boot_connected("hotfuzz")?;
+    let mut vm = c.vm;
     // Keep the logs: a benchmark that goes wrong must be explainable.
     let dir = vm.keep_dir();
     eprintln!("hotfuzz: logs in {}", dir.display());
-    let mut runner = Runner::new(&vm, &dir.join("run.log"))?;
+    let mut runner = Runner::with_agent(&vm, c.agent, &dir.join("run.log"))?;
     let opts = RunOptions {
         kcov: false,
         timeout: None,

@@ -147,7 +147,7 @@ fn mem_total_kib(vm: &Vm) -> Result<u64> {
 fn plug(a: VmPlugArgs) -> Result<i32> {
     let bytes = parse_size(&a.size).map_err(anyhow::Error::msg)?;
     let p = a.guest.config()?.prepare()?;
-    let vm = p.boot("hotfuzz")?;
+    let vm = p.boot_connected("hotfuzz")?.vm;
     let q = vm.qmp();
     let before = mem_total_kib(&vm)?;
     let t0 = Instant::now();
@@ -193,8 +193,7 @@ fn plug(a: VmPlugArgs) -> Result<i32> {
 /// `hotfuzz vm state`: boot, read the guest's memory state, print it as JSON.
 fn state(a: VmStateArgs) -> Result<i32> {
     let p = a.guest.config()?.prepare()?;
-    let vm = p.boot("hotfuzz")?;
-    let agent = hotfuzz::run::agent::Agent::connect(&vm, Instant::now() + Duration::from_secs(60))?;
+    let hotfuzz::run::runner::Connected { vm, agent, .. } = p.boot_connected("hotfuzz")?;
     let st = hotfuzz::run::probe::guest_state(&vm, &agent)?;
     drop(agent);
     outln!("{}", serde_json::to_string_pretty(&st)?)?;

@@ -4,6 +4,7 @@
 //! detector's timeout on the command line), so the fuzzer, the reproducer and the commands
 //! boot the same guest.
 
+use super::runner::{boot_connected, Connected};
 use anyhow::{bail, Context, Result};
 use hotfuzz_vm::modules::ModuleRequest;
 use hotfuzz_vm::{
@@ -188,6 +189,14 @@ impl Prepared {
         let mut opts = self.options.clone();
         opts.name = name.to_string();
         Vm::boot(&self.kernel, &self.image, &opts).context("booting the guest")
+    }
+
+    /// Boots a guest named `name` and connects to its agent, booting once more when the
+    /// first guest cannot be driven ([`boot_connected`]).
+    pub fn boot_connected(&self, name: &str) -> Result<Connected> {
+        let mut opts = self.options.clone();
+        opts.name = name.to_string();
+        boot_connected(&self.kernel, &self.image, &opts)
     }
 }
 

@@ -5,8 +5,8 @@
 //! restored in place). The fuzzer and the reproducer both reset guests through this one type.
 
 use super::guest::Prepared;
-use super::runner::Runner;
-use anyhow::{bail, Context, Result};
+use super::runner::{boot_connected, Runner};
+use anyhow::{bail, Result};
 use hotfuzz_executor::host::ops::HostOps;
 use hotfuzz_vm::Vm;
 use std::path::Path;
@@ -59,31 +59,10 @@ impl Guest {
         if let Some(d) = dir_parent {
             opts.dir_parent = Some(d.to_path_buf());
         }
-        let mut vm = Arc::new(Vm::boot(&p.kernel, &p.image, &opts).context("booting the guest")?);
-        let mut first_boot_failed = None;
-        let runner = match Runner::new(vm.clone(), &log_of(&vm)) {
-            Ok(r) => r,
-            Err(e) => {
-                // Now and then a guest that booted cannot be driven: under TCG the kernel
-                // sometimes dies of an `Oops: int3` while patching its own text (2 boots in
-                // about 30 here, 2026-12-03), and before the agent kept its port open across
-                // host disconnects, an agent could stay silent. One more boot costs seconds;
-                // a caller that gives up costs a run, or a regression entry its night.
-                tracing::warn!("{name}: {e:#}; booting it once more");
-                let stopped = if vm.stopped() {
-                    " (QEMU was stopped from outside)"
-                } else {
-                    ""
-                };
-                first_boot_failed = Some(format!("{e:#}{stopped}"));
-                vm.kill();
-                drop(vm);
-                vm = Arc::new(
-                    Vm::boot(&p.kernel, &p.image, &opts).context("booting the guest again")?,
-                );
-                Runner::new(vm.clone(), &log_of(&vm))?
-            }
-        };
+        let c = boot_connected(&p.kernel, &p.image, &opts)?;
+        let vm = Arc::new(c.vm);
+        let runner = Runner::with_agent(vm.clone(), c.agent, &log_of(&vm))?;
+        let first_boot_failed = c.first_boot_failed;
         before_snapshot(&runner)?;
         let (ready, saved_in) = if snapshots {
             match vm.save_snapshot(READY) {

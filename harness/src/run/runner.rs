@@ -15,7 +15,7 @@ use hotfuzz_executor::host::ops::{HostMachine, HostOps, Monitor, MonitorError};
 use hotfuzz_executor::protocol::{BlockSnapshot, Event, Outcome, Request};
 use hotfuzz_vm::console::ConsoleLine;
 use hotfuzz_vm::qmp::Qmp;
-use hotfuzz_vm::{MachineConfig, Vm};
+use hotfuzz_vm::{BuiltImage, Kernel, MachineConfig, Vm, VmOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -397,11 +397,70 @@ fn agent_evidence(vm: &Vm) -> String {
     )
 }
 
+/// Connects to `vm`'s agent, the error saying what the console shows about it.
+fn connect_agent(vm: &Vm) -> Result<Agent> {
+    Agent::connect(vm, Instant::now() + AGENT_TIMEOUT)
+        .with_context(|| format!("connecting to the guest agent{}", agent_evidence(vm)))
+}
+
+/// A booted guest whose agent answered, from [`boot_connected`].
+#[derive(Debug)]
+pub struct Connected {
+    /// The guest.
+    pub vm: Vm,
+    /// Its agent, for [`Runner::with_agent`].
+    pub agent: Agent,
+    /// Why the first boot could not be driven, when a second boot was needed: callers that
+    /// count failed boots count it.
+    pub first_boot_failed: Option<String>,
+}
+
+/// Boots a guest and connects to its agent; a guest that booted but cannot be driven is
+/// booted once more. Now and then a guest dies after its init finished: under TCG the kernel
+/// sometimes takes an `Oops: int3` while patching its own text a second or two into
+/// userspace (2 boots in about 30 here, 2026-12-03; once in CI, 2026-12-04, killing a test),
+/// which [`Vm::boot`] cannot see because the guest was ready when it returned. One more boot
+/// costs seconds; a caller that gives up costs a run, a test, or a regression entry its night.
+/// Every caller that drives a fresh guest boots it here.
+pub fn boot_connected(kernel: &Kernel, image: &BuiltImage, opts: &VmOptions) -> Result<Connected> {
+    let vm = Vm::boot(kernel, image, opts).context("booting the guest")?;
+    match connect_agent(&vm) {
+        Ok(agent) => Ok(Connected {
+            vm,
+            agent,
+            first_boot_failed: None,
+        }),
+        Err(e) => {
+            let stopped = if vm.stopped() {
+                " (QEMU was stopped from outside)"
+            } else {
+                ""
+            };
+            tracing::warn!("{}: {e:#}; booting it once more", opts.name);
+            eprintln!("hotfuzz: the guest could not be driven ({e:#}); booting it once more");
+            let first_boot_failed = Some(format!("{e:#}{stopped}"));
+            vm.kill();
+            drop(vm);
+            let vm = Vm::boot(kernel, image, opts).context("booting the guest again")?;
+            let agent = connect_agent(&vm)?;
+            Ok(Connected {
+                vm,
+                agent,
+                first_boot_failed,
+            })
+        }
+    }
+}
+
 impl<V: std::ops::Deref<Target = Vm>> Runner<V> {
     /// A runner for `vm` logging to `run_log`: connects to the guest's agent.
     pub fn new(vm: V, run_log: &Path) -> Result<Runner<V>> {
-        let agent = Agent::connect(&vm, Instant::now() + AGENT_TIMEOUT)
-            .with_context(|| format!("connecting to the guest agent{}", agent_evidence(&vm)))?;
+        let agent = connect_agent(&vm)?;
+        Runner::with_agent(vm, agent, run_log)
+    }
+
+    /// A runner for `vm` whose agent `agent` is already connected (see [`boot_connected`]).
+    pub fn with_agent(vm: V, agent: Agent, run_log: &Path) -> Result<Runner<V>> {
         let host = HostOps::new(&host_machine(vm.machine()));
         Ok(Runner {
             vm,
