@@ -30,6 +30,15 @@ pub fn build(kernel: &Kernel) -> Result<PathBuf> {
     h.update(KBUILD.as_bytes());
     h.update(release.as_bytes());
     h.update(kernel.arch.name().as_bytes());
+    // Two builds of one tree share a release string but not their symbol versions or config
+    // (slim and slim+debug): a module built against one does not load into the other.
+    if let Some(dir) = &kernel.modules_dir {
+        for f in ["Module.symvers", ".config"] {
+            if let Ok(bytes) = std::fs::read(dir.join(f)) {
+                h.update(&bytes);
+            }
+        }
+    }
     let key = h.finalize().to_hex()[..16].to_string();
     let base = cache_subdir("bugzoo")?;
     let ko = base.join(&key).join("bugzoo.ko");
