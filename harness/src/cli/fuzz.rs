@@ -31,6 +31,10 @@ pub struct FuzzArgs {
     /// Start without seed programs (generated programs only).
     #[arg(long, conflicts_with = "seeds")]
     pub no_seeds: bool,
+    /// Do not collect KCOV coverage: the guest-state features alone decide what the corpus
+    /// keeps (`coverage: false` in the configuration).
+    #[arg(long)]
+    pub no_coverage: bool,
     /// Only these profiles (comma separated names from the configuration).
     #[arg(long)]
     pub profiles: Option<String>,
@@ -80,6 +84,9 @@ pub fn config(a: &FuzzArgs) -> Result<FuzzConfig> {
         c.seeds.clear();
     } else if !a.seeds.is_empty() {
         c.seeds = a.seeds.clone();
+    }
+    if a.no_coverage {
+        c.coverage = false;
     }
     if let Some(p) = &a.profiles {
         c.select_profiles(p)?;

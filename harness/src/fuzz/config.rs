@@ -216,6 +216,10 @@ pub struct FuzzConfig {
     pub op_weights: std::collections::BTreeMap<String, u32>,
     /// Stop as soon as a report with one of these titles is filed (`hotfuzz repro --splat`).
     pub stop_on_titles: Vec<String>,
+    /// Collect KCOV coverage (on kernels with CONFIG_KCOV) and keep programs that reach new
+    /// kernel code; `false`: the guest-state features alone decide (for measuring what
+    /// coverage buys, or to skip its cost).
+    pub coverage: bool,
 }
 
 /// How a guest gets back to a clean state between programs.
@@ -265,6 +269,7 @@ impl Default for FuzzConfig {
             no_install: false,
             op_weights: Default::default(),
             stop_on_titles: Vec::new(),
+            coverage: true,
         }
     }
 }

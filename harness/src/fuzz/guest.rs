@@ -59,6 +59,8 @@ pub struct GuestSetup {
     pub settle: Duration,
     /// Suppressed titles.
     pub suppressions: Vec<String>,
+    /// Whether programs collect KCOV coverage.
+    pub coverage: bool,
 }
 
 impl GuestSetup {
@@ -76,6 +78,7 @@ impl GuestSetup {
             vm_dir: c.workdir.join("vms"),
             settle: c.settle().unwrap_or(Duration::from_secs(10)),
             suppressions: c.suppressions.clone(),
+            coverage: c.coverage,
         }
     }
 
@@ -374,7 +377,7 @@ impl GuestTarget {
                 &self.d,
                 prog,
                 &RunOptions {
-                    kcov: true,
+                    kcov: self.setup.coverage,
                     timeout: None,
                     settle: CONSOLE_GRACE,
                     repeat_budget: Some(CAMPAIGN_REPEAT_BUDGET),
