@@ -208,3 +208,25 @@ pub fn run(a: FuzzArgs) -> Result<i32> {
 fn parse_reset(s: &str) -> Result<hotfuzz::fuzz::config::ResetMode, String> {
     serde_yaml::from_str(s).map_err(|_| format!("{s:?}: expected snapshot, per-program or reboot"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cmd {
+        #[command(flatten)]
+        a: FuzzArgs,
+    }
+
+    #[test]
+    fn no_coverage_turns_kcov_off_for_every_guest() {
+        let on = config(&Cmd::try_parse_from(["fuzz"]).unwrap().a).unwrap();
+        assert!(on.coverage);
+        assert!(hotfuzz::fuzz::guest::GuestSetup::from_config(&on, 0).coverage);
+        let off = config(&Cmd::try_parse_from(["fuzz", "--no-coverage"]).unwrap().a).unwrap();
+        assert!(!off.coverage);
+        assert!(!hotfuzz::fuzz::guest::GuestSetup::from_config(&off, 1).coverage);
+    }
+}
