@@ -233,8 +233,56 @@ fn gup_cmd(name: &str) -> Option<u8> {
     })
 }
 
+const FOLL_WRITE: u32 = 1 << 0;
+const FOLL_GET: u32 = 1 << 1;
+const FOLL_FORCE: u32 = 1 << 3;
+const FOLL_NOFAULT: u32 = 1 << 5;
+const FOLL_LONGTERM: u32 = 1 << 8;
+const FOLL_PCI_P2PDMA: u32 = 1 << 10;
+const FOLL_HONOR_NUMA_FAULT: u32 = 1 << 12;
+/// The flags a caller may pass at all (`enum` in include/linux/mm_types.h, 6.12).
+const FOLL_PUBLIC: u32 = (1 << 13) - 1;
+/// What `gup_fast_fallback` accepts from a caller (the rest is `WARN_ON_ONCE`, mm/gup.c).
+const FOLL_FAST_OK: u32 = FOLL_WRITE
+    | FOLL_LONGTERM
+    | FOLL_FORCE
+    | FOLL_GET
+    | FOLL_NOFAULT
+    | FOLL_PCI_P2PDMA
+    | FOLL_HONOR_NUMA_FAULT;
+
+/// `flags` as an in-kernel caller of the API behind gup_test command `cmd` may pass them.
+/// gup_test hands its flags to get_user_pages*/pin_user_pages* unchecked, and those
+/// functions `WARN_ON_ONCE` on a caller that breaks their contract (FOLL_GET with a pin,
+/// FOLL_LONGTERM without one or with FOLL_PCI_P2PDMA, a flag the fast path does not take).
+/// Such a WARN is hotfuzz misusing a debug interface, not a kernel bug (a campaign on a
+/// CONFIG_GUP_TEST kernel filed `WARNING in gup_fast_fallback` for FOLL_SPLIT_PMD |
+/// FOLL_INTERRUPTIBLE on gup_fast), so the contract is kept here. Pins are always for
+/// writing: a read-only pin of the shared zero page is no pin at all (mm/gup.c does not count
+/// pins of the zero page), and gup_test then WARNs on its own check that every returned page
+/// is dma-pinned (`WARNING in gup_test_ioctl`, "pages[3193] is NOT dma-pinned", from a
+/// campaign's pin_basic of a mapping that had only been read).
+fn contract_flags(cmd: u8, flags: u32) -> u32 {
+    let pin = matches!(cmd, 2 | 3 | 5);
+    let fast = matches!(cmd, 1 | 2);
+    let mut f = flags & FOLL_PUBLIC;
+    if pin {
+        f = (f & !FOLL_GET) | FOLL_WRITE;
+    } else {
+        f &= !FOLL_LONGTERM;
+    }
+    if fast {
+        f &= FOLL_FAST_OK;
+    }
+    if cmd == 3 || f & FOLL_LONGTERM != 0 {
+        f &= !FOLL_PCI_P2PDMA;
+    }
+    f
+}
+
 /// One of gup_test's pin-and-release ioctls (`cmd`: gup_fast, pin_fast, pin_longterm,
-/// gup_basic, pin_basic, dump_pages) over a mapping, with raw `gup_flags`.
+/// gup_basic, pin_basic, dump_pages) over a mapping, with `gup_flags` as far as the
+/// command's API allows them ([`contract_flags`]).
 pub fn gup_test_run(ctx: &Ctx, a: &Args) -> Outcome {
     let map = arg!(a.int("map"));
     let off = arg!(a.int("offset"));
@@ -243,7 +291,7 @@ pub fn gup_test_run(ctx: &Ctx, a: &Args) -> Outcome {
         return Outcome::errno(libc::EINVAL);
     };
     let per_call = arg!(a.int("per_call")) as u32;
-    let flags = arg!(a.int("gup_flags")) as u32;
+    let flags = contract_flags(nr, arg!(a.int("gup_flags")) as u32);
     let fd = match sys::open(GUP_TEST, libc::O_RDWR) {
         Ok(fd) => fd,
         Err(e) => return Outcome::errno(e),
@@ -328,5 +376,39 @@ pub fn longterm_stop(ctx: &Ctx, a: &Args) -> Outcome {
         Outcome::errno(e)
     } else {
         Outcome::ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gup_test_flags_keep_the_api_contract() {
+        const FOLL_SPLIT_PMD: u32 = 1 << 9;
+        const FOLL_INTERRUPTIBLE: u32 = 1 << 11;
+        // The campaign's report: gup_fast with FORCE | SPLIT_PMD | INTERRUPTIBLE.
+        assert_eq!(contract_flags(1, 0xa08), FOLL_FORCE);
+        // Slow paths take SPLIT_PMD and INTERRUPTIBLE.
+        assert_eq!(
+            contract_flags(4, FOLL_SPLIT_PMD | FOLL_INTERRUPTIBLE),
+            FOLL_SPLIT_PMD | FOLL_INTERRUPTIBLE
+        );
+        // FOLL_GET never with a pin, FOLL_LONGTERM never without one.
+        assert_eq!(contract_flags(2, FOLL_GET | FOLL_WRITE), FOLL_WRITE);
+        assert_eq!(contract_flags(4, FOLL_LONGTERM | FOLL_WRITE), FOLL_WRITE);
+        assert_eq!(contract_flags(5, FOLL_LONGTERM), FOLL_LONGTERM | FOLL_WRITE);
+        // Pins write (never a read-only pin of the zero page); gets may read.
+        assert_eq!(contract_flags(5, 0x860), 0x860 | FOLL_WRITE);
+        assert_eq!(contract_flags(4, 0), 0);
+        // No P2PDMA with a long-term pin (pin_longterm adds FOLL_LONGTERM itself).
+        assert_eq!(contract_flags(3, FOLL_PCI_P2PDMA), FOLL_WRITE);
+        assert_eq!(
+            contract_flags(5, FOLL_PCI_P2PDMA | FOLL_LONGTERM),
+            FOLL_LONGTERM | FOLL_WRITE
+        );
+        assert_eq!(contract_flags(1, FOLL_PCI_P2PDMA), FOLL_PCI_P2PDMA);
+        // Internal flags (FOLL_PIN and up) never pass.
+        assert_eq!(contract_flags(4, 1 << 13 | 1 << 20), 0);
     }
 }
