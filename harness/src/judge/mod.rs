@@ -293,6 +293,7 @@ pub fn judge(
         v.injections = crate::run::probe::injections(agent);
     }
     v.injections.extend(injected_by(prog, run));
+    v.injections.extend(injected_on_console(&run.console));
     v.injections.sort();
     v.injections.dedup();
     v.hang_wait = hang_wait;
@@ -351,6 +352,35 @@ fn injected_by(prog: &Program, run: &RunResult) -> Vec<String> {
                 v.push(format!("hwpoison: {} by the program", op.name))
             }
             _ => {}
+        }
+    }
+    v
+}
+
+/// Fault injection the console shows failing during the run (`FAULT_INJECTION: forcing a
+/// failure.` and its `name fail_page_alloc, interval 1, probability 73, ...` line). The only
+/// evidence left when the guest cannot be asked any more (a lost or silent guest) and the
+/// injection was armed by an earlier program.
+fn injected_on_console(console: &[ConsoleLine]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    for l in console {
+        let Some(rest) = l.text.split("name ").nth(1) else {
+            continue;
+        };
+        let mut parts = rest.split(", ");
+        let (Some(name), Some(interval), Some(prob)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        let (Some(_), Some(p)) = (
+            interval.strip_prefix("interval "),
+            prob.strip_prefix("probability "),
+        ) else {
+            continue;
+        };
+        let s = format!("{}: probability {}", name.trim(), p.trim());
+        if !v.contains(&s) {
+            v.push(s);
         }
     }
     v
@@ -609,5 +639,32 @@ mod tests {
         )])
         .is_some());
         assert!(oom_in(&[line("[ 5.0] something else")]).is_none());
+    }
+
+    #[test]
+    fn a_fault_injection_the_console_shows_is_recorded_without_asking_the_guest() {
+        let line = |t: &str| hotfuzz_vm::console::ConsoleLine {
+            index: 0,
+            time: std::time::SystemTime::now(),
+            at: std::time::Instant::now(),
+            text: t.into(),
+        };
+        // The console of the silent guest a campaign filed as `no output from test machine`.
+        let console = [
+            line("[   99.356480][  T528] FAULT_INJECTION: forcing a failure."),
+            line("[   99.356480][  T528] name fail_page_alloc, interval 1, probability 73, space 0, times -1"),
+            line("[   99.357140][  T528] FAULT_INJECTION: forcing a failure."),
+            line("[   99.357140][  T528] name fail_page_alloc, interval 1, probability 73, space 0, times -1"),
+            line("[  100.1] name failslab, interval 1, probability 5, space 0, times 3"),
+            line("[  100.2] Comm: hotfuzz-t0 name mismatch, whatever"),
+        ];
+        assert_eq!(
+            injected_on_console(&console),
+            vec![
+                "fail_page_alloc: probability 73".to_string(),
+                "failslab: probability 5".to_string()
+            ]
+        );
+        assert!(injected_on_console(&[line("[ 1.0] nothing injected")]).is_empty());
     }
 }

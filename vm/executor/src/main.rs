@@ -73,6 +73,10 @@ fn run_from_stdin() {
     // Programs run with no OOM immunity at all: a program that eats memory should be the OOM
     // killer's first choice, not a reason for the kernel to find nothing to kill.
     let _ = hotfuzz_executor::sys::write_str("/proc/self/oom_score_adj", "1000");
+    // Fault injection that can hit every task (fail_page_alloc) is armed with its task filter
+    // on: only tasks marked like this one (and its threads and children, which inherit the
+    // mark) get the failures, as syzkaller's per-program fault injection does.
+    let _ = hotfuzz_executor::sys::write_str("/proc/self/make-it-fail", "1");
     engine::install_deadline_signal();
     ops::install_fault_handler();
     let out: engine::Sink = Box::new(std::io::stdout());
