@@ -96,7 +96,8 @@ pub const WAIT_STALL: Duration = Duration::from_millis(1500);
 /// offlined and removed in one go: at most 1.7 s in 27 offlines of a 30-minute campaign
 /// under TCG); when nothing of the device can be freed, its driver gives up with -EBUSY and
 /// tries again no sooner than 50 s later (`VIRTIO_MEM_RETRY_TIMER_MIN_MS`), so sitting out a
-/// 5 s wait buys nothing: such waits were 220 s of a campaign's 265 s of wait deadlines.
+/// 5 s wait buys nothing: such waits were 220 s of the 265 s of wait deadlines in two
+/// 30-minute campaigns' kept run logs.
 pub const UNPLUG_STALL: Duration = Duration::from_millis(3000);
 
 /// The argument the guest's executor adds to every host request: the guest's `MemAvailable`
