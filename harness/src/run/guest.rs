@@ -186,17 +186,19 @@ impl GuestConfig {
 impl Prepared {
     /// Boots a guest named `name` (QEMU's `-name`, the VM directory's key comment).
     pub fn boot(&self, name: &str) -> Result<Vm> {
-        let mut opts = self.options.clone();
-        opts.name = name.to_string();
-        Vm::boot(&self.kernel, &self.image, &opts).context("booting the guest")
+        Vm::boot(&self.kernel, &self.image, &self.named(name)).context("booting the guest")
     }
 
     /// Boots a guest named `name` and connects to its agent, booting once more when the
     /// first guest cannot be driven ([`boot_connected`]).
     pub fn boot_connected(&self, name: &str) -> Result<Connected> {
+        boot_connected(&self.kernel, &self.image, &self.named(name))
+    }
+
+    fn named(&self, name: &str) -> VmOptions {
         let mut opts = self.options.clone();
         opts.name = name.to_string();
-        boot_connected(&self.kernel, &self.image, &opts)
+        opts
     }
 }
 

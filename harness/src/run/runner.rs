@@ -436,8 +436,8 @@ pub fn boot_connected(kernel: &Kernel, image: &BuiltImage, opts: &VmOptions) -> 
             } else {
                 ""
             };
+            // Callers that speak to a user say it themselves (`first_boot_failed`).
             tracing::warn!("{}: {e:#}; booting it once more", opts.name);
-            eprintln!("hotfuzz: the guest could not be driven ({e:#}); booting it once more");
             let first_boot_failed = Some(format!("{e:#}{stopped}"));
             vm.kill();
             drop(vm);
